@@ -1,0 +1,1 @@
+//! The reference tensor engine (placeholder until the executors land).
