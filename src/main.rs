@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "coex", version, about = "Co-explore neural networks and the accelerators that run them")]
+#[command(
+    name = "coex",
+    version,
+    about = "Co-explore neural networks and the accelerators that run them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Families => {
             print!("{}", families::describe_all());
-            println!("Op specs (inspect --op, [[layer]] op = ...): {}", spec::KINDS);
+            println!(
+                "Op specs (inspect --op, [[layer]] op = ...): {}",
+                spec::KINDS
+            );
         }
         Command::Inspect {
             file,
@@ -69,7 +76,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let graph = match (file, op) {
                 (Some(path), None) => workload::load(&path, batch)?,
                 (None, Some(text)) => spec::single_op_graph(&text)?,
-                _ => return Err("give a workload file or --op '<spec>' (see `coex families`)".into()),
+                _ => {
+                    return Err(
+                        "give a workload file or --op '<spec>' (see `coex families`)".into(),
+                    )
+                }
             };
             let ins = report::inspect(&graph)?;
             match format {

@@ -65,7 +65,11 @@ fn layer_row(graph: &Graph, w: &LayerWork) -> LayerRow {
     LayerRow {
         name: node.name.clone(),
         op: node.op.kind_name().into(),
-        input_shapes: ins.iter().map(|t| shape_str(&t.shape)).collect::<Vec<_>>().join(" "),
+        input_shapes: ins
+            .iter()
+            .map(|t| shape_str(&t.shape))
+            .collect::<Vec<_>>()
+            .join(" "),
         output_shape: shape_str(&node.output.shape),
         dtype: node.output.dtype.name().into(),
         macs: w.macs(),
@@ -120,7 +124,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     };
     let mut s = line(header.iter().map(|h| h.to_string()).collect());
     s.push('\n');
-    s.push_str(&w.iter().map(|&n| "-".repeat(n)).collect::<Vec<_>>().join("  "));
+    s.push_str(
+        &w.iter()
+            .map(|&n| "-".repeat(n))
+            .collect::<Vec<_>>()
+            .join("  "),
+    );
     s.push('\n');
     for r in rows {
         s.push_str(&line(r.clone()));
@@ -146,7 +155,18 @@ pub fn inspection_table(ins: &Inspection) -> String {
         })
         .collect();
     let mut s = format!("network {} ({})\n", ins.network, ins.dtype);
-    s.push_str(&table(&["layer", "op", "inputs", "output", "MACs", "params", "out bytes"], &rows));
+    s.push_str(&table(
+        &[
+            "layer",
+            "op",
+            "inputs",
+            "output",
+            "MACs",
+            "params",
+            "out bytes",
+        ],
+        &rows,
+    ));
     s.push_str(&format!(
         "total: {} layers, {} MACs ({}), {} params ({}), {} activation bytes\n",
         ins.total.layers,
