@@ -97,6 +97,32 @@ pub fn evaluate_network(
     fixed: Option<&MappingFile>,
 ) -> Result<NetworkCost, CostError> {
     let work = lower::lower(graph)?;
+    if let Some(f) = fixed {
+        let names: std::collections::HashSet<&str> = work
+            .iter()
+            .flat_map(|w| w.einsums())
+            .map(|e| e.name.as_str())
+            .collect();
+        let mut unknown: Vec<&String> = f
+            .by_layer
+            .keys()
+            .filter(|k| !names.contains(k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(k) = unknown.first() {
+            let mut known: Vec<&str> = names.into_iter().collect();
+            known.sort();
+            known.truncate(12);
+            return Err(CostError::Map(crate::map::MapError::File {
+                path: f.path.clone(),
+                message: format!(
+                    "mapping for '{k}' matches no Einsum of network '{}'; Einsum names include {}",
+                    graph.name,
+                    known.join(", ")
+                ),
+            }));
+        }
+    }
     // Distinct Einsum shapes not pinned by a mapping file.
     let mut unique: HashMap<Einsum, usize> = HashMap::new();
     let mut shapes: Vec<Einsum> = Vec::new();
