@@ -36,7 +36,11 @@ fn problem(spec: &str) -> Problem {
 
 fn bench(c: &mut Criterion) {
     let eyeriss = arch::load(&root().join("accelerators/asic/eyeriss.toml"), &[]).unwrap();
-    let simple = arch::load(&root().join("accelerators/asic/timeloop_simple_ws.toml"), &[]).unwrap();
+    let simple = arch::load(
+        &root().join("accelerators/asic/timeloop_simple_ws.toml"),
+        &[],
+    )
+    .unwrap();
     let p = problem("conv2d n=1 c=128 h=28 w=28 k=128 r=3 s=3 stride=1 pad=1");
     let cfg = SearchConfig::default();
     for (name, t) in [("eyeriss", &eyeriss), ("timeloop_simple_ws", &simple)] {
@@ -50,13 +54,23 @@ fn bench(c: &mut Criterion) {
         });
     }
     c.bench_function("search/resnet50_layer_eyeriss", |b| {
-        b.iter(|| search(black_box(&p), &eyeriss, &cfg, cost::objective_fn(&p, &eyeriss, Objective::Edp)).unwrap())
+        b.iter(|| {
+            search(
+                black_box(&p),
+                &eyeriss,
+                &cfg,
+                cost::objective_fn(&p, &eyeriss, Objective::Edp),
+            )
+            .unwrap()
+        })
     });
     let r50 = workload::load(&root().join("workloads/resnet50.toml"), None).unwrap();
     let mut group = c.benchmark_group("network");
     group.sample_size(10);
     group.bench_function("resnet50_eyeriss", |b| {
-        b.iter(|| evaluate_network(black_box(&r50), &eyeriss, &NetworkOptions::default(), None).unwrap())
+        b.iter(|| {
+            evaluate_network(black_box(&r50), &eyeriss, &NetworkOptions::default(), None).unwrap()
+        })
     });
     group.finish();
 }

@@ -73,6 +73,7 @@ impl OperandShape {
 }
 
 /// Span (bounding interval length) of one axis over the box `ext`.
+#[inline]
 fn axis_span(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
     let mut s = 1u64;
     for t in 0..a.nterms as usize {
@@ -83,8 +84,32 @@ fn axis_span(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
 
 /// Whether the values `Σ c_i·x_i` fill their span with no holes: sorting terms by
 /// |c|, each coefficient must not exceed the span already covered plus one.
+#[inline]
 fn axis_contiguous(a: &Axis, ext: &[u64; MAX_DIMS]) -> bool {
     let n = a.nterms as usize;
+    // Common cases without sorting: one term always fills its span; two terms do
+    // when the larger coefficient steps no further than the smaller one's reach.
+    if n <= 1 {
+        return a.coefs[0].unsigned_abs() <= 1 || ext[a.dims[0] as usize] <= 1;
+    }
+    if n == 2 {
+        let (c0, e0) = (a.coefs[0].unsigned_abs() as u64, ext[a.dims[0] as usize]);
+        let (c1, e1) = (a.coefs[1].unsigned_abs() as u64, ext[a.dims[1] as usize]);
+        let ((cs, es), (cl, el)) = if c0 <= c1 {
+            ((c0, e0), (c1, e1))
+        } else {
+            ((c1, e1), (c0, e0))
+        };
+        let covered = if es > 1 {
+            if cs > 1 {
+                return false;
+            }
+            1 + cs * (es - 1)
+        } else {
+            1
+        };
+        return el <= 1 || cl <= covered;
+    }
     let mut terms: [(u64, u64); MAX_TERMS] = [(0, 0); MAX_TERMS];
     for (t, slot) in terms.iter_mut().enumerate().take(n) {
         *slot = (a.coefs[t].unsigned_abs() as u64, ext[a.dims[t] as usize]);
@@ -104,6 +129,7 @@ fn axis_contiguous(a: &Axis, ext: &[u64; MAX_DIMS]) -> bool {
 }
 
 /// Distinct index values of one axis: the span when contiguous, else counted.
+#[inline]
 fn axis_distinct(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
     if axis_contiguous(a, ext) {
         return axis_span(a, ext);

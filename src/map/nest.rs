@@ -73,38 +73,70 @@ fn delta(p: &Problem, o: usize, ext: &[u64; MAX_DIMS], d: usize, shift: u64, til
     tile - overlap.min(tile)
 }
 
+/// Non-unit temporal loops of a mapping, innermost first across all levels:
+/// `(level, dim, factor)`. `start[l]` is the first loop above level l.
+struct Loops {
+    list: [(u8, u8, u64); MAX_LEVELS * MAX_DIMS],
+    len: usize,
+    start: [usize; MAX_LEVELS + 1],
+}
+
+impl Loops {
+    fn new(p: &Problem, m: &Mapping) -> Loops {
+        let nl = m.nlevels as usize;
+        let mut lp = Loops {
+            list: [(0, 0, 1); MAX_LEVELS * MAX_DIMS],
+            len: 0,
+            start: [0; MAX_LEVELS + 1],
+        };
+        for l in (0..nl).rev() {
+            lp.start[l + 1] = lp.len;
+            for k in (0..p.ndims).rev() {
+                let d = m.order[l][k] as usize;
+                let f = m.factors[l][d] as u64;
+                if f > 1 {
+                    lp.list[lp.len] = (l as u8, d as u8, f);
+                    lp.len += 1;
+                }
+            }
+        }
+        lp.start[0] = lp.len;
+        lp
+    }
+
+    /// Loops above level `l`, innermost first.
+    fn above(&self, l: usize) -> &[(u8, u8, u64)] {
+        &self.list[self.start[l]..self.len]
+    }
+}
+
 /// Tiles of operand `o` that arrive at one instance of level `l` over the whole run.
+#[allow(clippy::too_many_arguments)]
 fn arrivals(
     p: &Problem,
-    t: &Template,
+    fan: usize,
     m: &Mapping,
+    loops: &Loops,
     o: usize,
     l: usize,
     ext: &[u64; MAX_DIMS],
     tile: u64,
 ) -> u64 {
-    let fan = t.fanout_level();
     let op = &p.operands[o];
     let mut count = tile;
     let mut reusing = true;
-    for j in (0..l).rev() {
-        for k in (0..p.ndims).rev() {
-            let d = m.order[j][k] as usize;
-            let f = m.factors[j][d] as u64;
-            if f == 1 {
+    for &(j, d, f) in loops.above(l) {
+        let (j, d) = (j as usize, d as usize);
+        if reusing {
+            if !op.is_relevant(d) {
                 continue;
             }
-            if reusing {
-                if !op.is_relevant(d) {
-                    continue;
-                }
-                reusing = false;
-                let across = if l >= fan && j < fan { m.spatial(d) } else { 1 };
-                let shift = ext[d] * across;
-                count = tile + (f - 1) * delta(p, o, ext, d, shift, tile);
-            } else {
-                count *= f;
-            }
+            reusing = false;
+            let across = if l >= fan && j < fan { m.spatial(d) } else { 1 };
+            let shift = ext[d] * across;
+            count = tile + (f - 1) * delta(p, o, ext, d, shift, tile);
+        } else {
+            count *= f;
         }
     }
     count
@@ -156,6 +188,7 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
         .map(|d| m.spatial(d))
         .product();
 
+    let loops = Loops::new(p, m);
     let mut arrivals_of = [[0u64; 3]; MAX_LEVELS];
     #[allow(clippy::needless_range_loop)] // o indexes four parallel per-operand tables
     for o in 0..3 {
@@ -171,7 +204,7 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
         for &l in chain {
             let tile = p.operands[o].footprint(&ext[l]);
             c.tile_words[l][o] = tile;
-            arrivals_of[l][o] = arrivals(p, t, m, o, l, &ext[l], tile);
+            arrivals_of[l][o] = arrivals(p, fan, m, &loops, o, l, &ext[l], tile);
         }
         let mc = multicast(o);
         for (i, &l) in chain.iter().enumerate() {
