@@ -1,0 +1,465 @@
+//! Per-op checks of the reference engine: for every op kind, a one-op graph whose
+//! counted MACs must equal the lowering's modeled MACs exactly, whose naive output must
+//! agree with the independent GEMM path (MAC ops), and whose lowered Einsums, run by the
+//! generic Einsum executor on the naive operands, must reproduce the naive products.
+//! Where a test states a MAC count or a value by hand, that is the independent thing
+//! it is checked against as well.
+
+use super::*;
+use crate::workload::op::{Conv2d, Op};
+use crate::workload::spec::single_op_graph;
+use crate::workload::{Activation, BinaryKind, DType, NormKind, PoolKind};
+
+const SEED: u64 = 42;
+
+/// Verifies a graph and fails with the full table when anything disagrees.
+fn passes(g: &Graph) -> Verification {
+    let v = verify(g, SEED).unwrap_or_else(|e| panic!("{}: {e}", g.name));
+    assert!(v.passed(), "{v}\n{:#?}", v.problems(TOLERANCE));
+    v
+}
+
+fn spec(text: &str) -> Verification {
+    passes(&single_op_graph(text).unwrap_or_else(|e| panic!("{text}: {e}")))
+}
+
+/// The checks a MAC op must have gone through: MACs counted, a GEMM-path comparison and
+/// one Einsum comparison per lowered Einsum.
+fn assert_mac_layer(v: &Verification, layer: &str, einsums: usize) -> u64 {
+    let l = v
+        .layer(layer)
+        .unwrap_or_else(|| panic!("no layer {layer} in\n{v}"));
+    assert!(l.counted_macs > 0, "{layer} counted no MACs");
+    assert_eq!(l.counted_macs, l.modeled_macs);
+    assert!(l.gemm_rel_err.is_some(), "{layer} skipped the GEMM path");
+    assert_eq!(l.einsums.len(), einsums, "{layer} einsums compared");
+    l.counted_macs
+}
+
+// ---- convolutions: hand MAC formula N·K·P·Q·(C/G)·R·S, plus GEMM and Einsum agreement ----
+
+#[test]
+fn conv2d_stride_pad_groups() {
+    let v = spec("conv2d n=1 c=4 h=9 w=9 k=6 r=3 s=3 stride=2 pad=1 groups=2");
+    // P = Q = (9 + 2 - 3)/2 + 1 = 5.
+    assert_eq!(assert_mac_layer(&v, "conv2d", 1), 6 * 5 * 5 * 2 * 9);
+}
+
+#[test]
+fn conv2d_dilation_rectangular_kernel_bias() {
+    let v = spec("conv2d n=2 c=3 h=8 w=7 k=4 r=3 s=2 dilation=2 pad=2 bias=true");
+    // P = (8+4-4-1)/1+1 = 8, Q = (7+4-2-1)/1+1 = 9.
+    assert_eq!(assert_mac_layer(&v, "conv2d", 1), 2 * 4 * 8 * 9 * 3 * 3 * 2);
+}
+
+#[test]
+fn depthwise_conv2d() {
+    let v = spec("dwconv2d n=1 c=4 h=7 w=7 kernel=3 stride=2 pad=1 bias=true");
+    assert_eq!(assert_mac_layer(&v, "dwconv2d", 1), 4 * 4 * 4 * 9);
+}
+
+#[test]
+fn conv2d_asymmetric_padding_and_per_axis_stride_dilation() {
+    // pad (top 0, left 1) / (bottom 2, right 0), stride (2, 1), dilation (1, 2):
+    // P = (6+0+2-3)/2+1 = 3, Q = (7+1+0-3)/1+1 = 6 (span 2·(2−1)+1 = 3).
+    let mut g = Graph::new("asym", DType::Fp32);
+    let x = g.input("x", &[1, 2, 6, 7]).unwrap();
+    let c = Conv2d {
+        out_channels: 3,
+        kernel: [3, 2],
+        stride: [2, 1],
+        pad_begin: [0, 1],
+        pad_end: [2, 0],
+        dilation: [1, 2],
+        groups: 1,
+        bias: false,
+    };
+    g.add("conv", Op::Conv2d(c), &[x]).unwrap();
+    let v = passes(&g);
+    assert_eq!(assert_mac_layer(&v, "conv", 1), 3 * 3 * 6 * 2 * 3 * 2);
+}
+
+#[test]
+fn conv1d_stride_pad_groups_bias() {
+    let v = spec("conv1d n=2 c=4 l=10 k=6 kernel=3 stride=2 pad=1 groups=2 bias=true");
+    // P = (10 + 2 - 3)/2 + 1 = 5.
+    assert_eq!(assert_mac_layer(&v, "conv1d", 1), 2 * 6 * 5 * 2 * 3);
+}
+
+#[test]
+fn causal_depthwise_conv1d_keeps_length() {
+    let v = spec("conv1d n=1 c=4 l=9 kernel=4 causal=true depthwise=true dilation=2");
+    assert_eq!(assert_mac_layer(&v, "conv1d", 1), 4 * 9 * 4);
+}
+
+// ---- linear and matmul ----
+
+#[test]
+fn linear_last_axis_with_bias() {
+    let v = spec("linear tokens=5 in=7 out=3");
+    assert_eq!(assert_mac_layer(&v, "linear", 1), 5 * 7 * 3);
+}
+
+#[test]
+fn gemm_spec_on_a_batched_input() {
+    let v = spec("gemm m=4 n=5 k=6 b=2");
+    assert_eq!(assert_mac_layer(&v, "gemm", 1), 2 * 4 * 5 * 6);
+}
+
+#[test]
+fn linear_on_axis_1_token_mixing() {
+    let mut g = Graph::new("mix", DType::Fp32);
+    let x = g.input("x", &[2, 5, 3]).unwrap();
+    let op = Op::Linear {
+        out_features: 4,
+        bias: true,
+        axis: Some(1),
+        tied: false,
+    };
+    g.add("tokens", op, &[x]).unwrap();
+    let v = passes(&g);
+    assert_eq!(assert_mac_layer(&v, "tokens", 1), 2 * 3 * 5 * 4);
+}
+
+#[test]
+fn batched_matmul_transpose_b() {
+    let v = spec("matmul b=3 m=4 n=5 k=6 transpose_b=true");
+    assert_eq!(assert_mac_layer(&v, "matmul", 1), 3 * 4 * 5 * 6);
+}
+
+#[test]
+fn plain_matmul() {
+    spec("matmul m=4 n=5 k=6");
+}
+
+#[test]
+fn matmul_with_a_shared_2d_b() {
+    let mut g = Graph::new("shared", DType::Fp32);
+    let a = g.input("a", &[2, 3, 4, 5]).unwrap();
+    let b = g.input("b", &[5, 6]).unwrap();
+    g.add("mm", Op::MatMul { transpose_b: false }, &[a, b])
+        .unwrap();
+    let v = passes(&g);
+    assert_eq!(assert_mac_layer(&v, "mm", 1), 2 * 3 * 4 * 5 * 6);
+}
+
+// ---- attention: scores + context = 2·B·heads·Sq·keys·head_dim ----
+
+#[test]
+fn gqa_attention() {
+    let v = spec("attention b=2 heads=4 kv_heads=2 seq=5 head_dim=3");
+    assert_eq!(assert_mac_layer(&v, "attention", 2), 2 * 2 * 4 * 5 * 5 * 3);
+}
+
+#[test]
+fn causal_multi_query_attention() {
+    let v = spec("attention b=1 heads=4 kv_heads=1 seq=6 head_dim=4 causal=true");
+    assert_eq!(assert_mac_layer(&v, "attention", 2), 2 * 4 * 6 * 6 * 4);
+}
+
+#[test]
+fn causal_decode_with_kv_cache() {
+    let v = spec("attention b=2 heads=4 kv_heads=2 seq=1 head_dim=4 causal=true kv_cache=7");
+    assert_eq!(assert_mac_layer(&v, "attention", 2), 2 * 2 * 4 * 8 * 4);
+}
+
+#[test]
+fn causal_prefill_after_a_cache_and_unequal_kv_length() {
+    spec("attention b=1 heads=2 seq=3 head_dim=4 causal=true kv_cache=4");
+    spec("attention b=1 heads=2 seq=2 kv_len=5 head_dim=3");
+}
+
+#[test]
+fn causal_mask_hides_the_future() {
+    // Independent of both paths' softmax: with a causal mask and no cache, query 0 sees
+    // only key 0, so its context is exactly V's first row for its head.
+    let g = single_op_graph("attention b=1 heads=2 seq=4 head_dim=3 causal=true").unwrap();
+    let exec = naive::execute(&g, &DataGen::new(SEED)).unwrap();
+    let out = exec.output(g.find("attention").unwrap()).unwrap();
+    let v = exec.output(g.find("v").unwrap()).unwrap();
+    for c in 0..6 {
+        assert!((out.data[c] - v.data[c]).abs() < 1e-12);
+    }
+}
+
+// ---- element-wise, normalization, pooling, data movement (no MACs; naive vs Einsum n/a) ----
+
+#[test]
+fn norms() {
+    spec("batchnorm n=2 c=3 h=4 w=5");
+    spec("layernorm b=2 seq=3 d=8");
+    spec("rmsnorm b=2 seq=3 d=8");
+}
+
+#[test]
+fn layernorm_output_is_normalized() {
+    // Independent check: with gamma/beta removed the rows have mean 0 and variance
+    // var/(var+eps) ≈ 1; here via the naive function on a seeded row.
+    let x = DataGen::new(SEED).input("x", &[3, 16]);
+    let ones = Tensor::from_vec(&[16], vec![1.0; 16]).unwrap();
+    let y = naive::norm(&x, NormKind::Layer, &ones, &Tensor::zeros(&[16]));
+    for row in y.data.chunks(16) {
+        let mean: f64 = row.iter().sum::<f64>() / 16.0;
+        let var: f64 = row.iter().map(|v| v * v).sum::<f64>() / 16.0;
+        assert!(
+            mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-3,
+            "{mean} {var}"
+        );
+    }
+}
+
+#[test]
+fn every_activation() {
+    for a in Activation::ALL {
+        spec(&format!("{} shape=2x3x4", a.name()));
+    }
+}
+
+#[test]
+fn binary_ops_with_broadcasting() {
+    spec("add shape=2x3x4");
+    spec("mul shape=2x3x4");
+    let mut g = Graph::new("bcast", DType::Fp32);
+    let a = g.input("a", &[2, 3, 4]).unwrap();
+    let b = g.input("b", &[3, 1]).unwrap();
+    g.add(
+        "mul",
+        Op::Binary {
+            op: BinaryKind::Mul,
+        },
+        &[a, b],
+    )
+    .unwrap();
+    passes(&g);
+}
+
+#[test]
+fn softmax_rows_sum_to_one() {
+    let g = single_op_graph("softmax shape=2x3x5 axis=1").unwrap();
+    passes(&g);
+    let exec = naive::execute(&g, &DataGen::new(SEED)).unwrap();
+    let y = exec.output(g.find("softmax").unwrap()).unwrap();
+    for a in 0..2 {
+        for b in 0..5 {
+            let s: f64 = (0..3).map(|i| y.data[(a * 3 + i) * 5 + b]).sum();
+            assert!((s - 1.0).abs() < 1e-12);
+        }
+    }
+}
+
+#[test]
+fn pools() {
+    spec("maxpool n=1 c=2 h=7 w=7 kernel=3 stride=2 pad=1");
+    spec("avgpool n=2 c=2 h=6 w=6 kernel=2 pad=1");
+    spec("globalpool n=2 c=3 h=4 w=4");
+    spec("globalpool n=2 c=3 h=4 w=4 pool=max");
+    let mut g = Graph::new("seqpool", DType::Fp32);
+    let x = g.input("x", &[2, 5, 3]).unwrap();
+    g.add(
+        "gap",
+        Op::GlobalPool {
+            pool: PoolKind::Avg,
+        },
+        &[x],
+    )
+    .unwrap();
+    passes(&g);
+}
+
+#[test]
+fn squeeze_excite() {
+    let v = spec("se n=2 c=8 h=5 w=5 reduced=2 act=relu gate=hardsigmoid");
+    // Two FCs: N·C·reduced each.
+    assert_eq!(assert_mac_layer(&v, "se", 2), 2 * (2 * 8 * 2));
+}
+
+#[test]
+fn embedding_and_add_embedding() {
+    spec("embedding b=2 seq=5 vocab=11 dim=4");
+    let mut g = Graph::new("embed", DType::Fp32);
+    let x = g.input("x", &[2, 3, 4]).unwrap();
+    let pos = g
+        .add(
+            "pos",
+            Op::AddEmbedding {
+                rows: 8,
+                cls_token: true,
+            },
+            &[x],
+        )
+        .unwrap();
+    g.add(
+        "types",
+        Op::AddEmbedding {
+            rows: 2,
+            cls_token: false,
+        },
+        &[pos],
+    )
+    .unwrap();
+    passes(&g);
+}
+
+#[test]
+fn data_movement_ops() {
+    spec("transpose shape=2x3x4 perm=0,2,1");
+    spec("flatten shape=2x3x4");
+    let mut g = Graph::new("moves", DType::Fp32);
+    let a = g.input("a", &[2, 3, 4]).unwrap();
+    let b = g.input("b", &[2, 2, 4]).unwrap();
+    let c = g.add("cat", Op::Concat { axis: 1 }, &[a, b]).unwrap();
+    let s = g
+        .add(
+            "slice",
+            Op::Slice {
+                axis: 1,
+                start: 1,
+                end: 4,
+            },
+            &[c],
+        )
+        .unwrap();
+    g.add(
+        "reshape",
+        Op::Reshape {
+            shape: vec![0, -1, 2],
+        },
+        &[s],
+    )
+    .unwrap();
+    passes(&g);
+}
+
+// ---- MoE and SSM ----
+
+#[test]
+fn moe_with_skewed_routing_and_capacity_clipping() {
+    // Zipf(3) over 4 experts for 4 tokens × top-1 gives shares [3.4, .42, .16, .07] →
+    // [3, 1, 0, 0]; capacity ceil(1.0·4/4) = 1 clips expert 0: [1, 1, 0, 0].
+    let text = "moe b=1 seq=4 d=6 experts=4 top_k=1 ffn=5 skew=3 capacity=1.0";
+    let g = single_op_graph(text).unwrap();
+    let Op::Moe(m) = &g.node(g.find("moe").unwrap()).op else {
+        panic!("not a moe")
+    };
+    assert_eq!(m.expert_tokens(4), vec![1, 1, 0, 0]);
+    let v = passes(&g);
+    // router 4·4·6 + 2 tokens × 3 matrices × 6·5; einsums: router + 2 experts × 3.
+    assert_eq!(assert_mac_layer(&v, "moe", 7), 4 * 4 * 6 + 2 * 3 * 6 * 5);
+}
+
+#[test]
+fn moe_balanced_ungated_top2() {
+    let v = spec("moe b=2 seq=6 d=4 experts=3 top_k=2 ffn=5 gated=false act=gelu");
+    // 24 assignments split 8/8/8; two matrices per expert.
+    assert_eq!(assert_mac_layer(&v, "moe", 7), 12 * 3 * 4 + 24 * 2 * 4 * 5);
+}
+
+#[test]
+fn moe_expert_choice_realizes_the_counts() {
+    // The tokens that reach expert e are exactly counts[e] (read off the Einsum sizes).
+    let text = "moe b=2 seq=8 d=6 experts=4 top_k=2 ffn=5 skew=1.2 capacity=1.0";
+    let g = single_op_graph(text).unwrap();
+    let idx = g.find("moe").unwrap();
+    let Op::Moe(m) = &g.node(idx).op else {
+        panic!("not a moe")
+    };
+    let counts = m.expert_tokens(16);
+    let exec = naive::execute(&g, &DataGen::new(SEED)).unwrap();
+    let run = exec.run(idx).unwrap();
+    for (e, &n) in counts.iter().enumerate() {
+        let rows = run
+            .products
+            .iter()
+            .find(|p| p.name == format!("moe.e{e}.up"))
+            .map(|p| p.input.shape[0])
+            .unwrap_or(0);
+        assert_eq!(rows, n, "expert {e}");
+    }
+    passes(&g);
+}
+
+#[test]
+fn selective_scan() {
+    let v = spec("selective_scan b=2 l=5 d_inner=3 d_state=4");
+    let l = v.layer("selective_scan").unwrap();
+    assert_eq!(
+        (l.counted_macs, l.modeled_macs, l.gemm_rel_err),
+        (0, 0, None)
+    );
+}
+
+// ---- the checker can fail ----
+
+#[test]
+fn a_perturbed_weight_is_detected_in_that_layer_only() {
+    let g = single_op_graph("conv2d n=1 c=4 h=6 w=6 k=4 r=3 s=3 pad=1").unwrap();
+    let clean = DataGen::new(SEED);
+    let faulty = clean.clone().with_fault("conv2d.weight", 5, 1e-2);
+    let v = verify_with(&g, &clean, &faulty).unwrap();
+    assert!(!v.passed());
+    let l = v.layer("conv2d").unwrap();
+    assert!(l.gemm_rel_err.unwrap() > TOLERANCE, "{v}");
+    // The Einsum comparison uses the oracle's own operands, so it still agrees.
+    assert!(l.einsums[0].rel_err < TOLERANCE);
+    assert!(v.layer("x").unwrap().problems(TOLERANCE).is_empty());
+}
+
+#[test]
+fn a_wrong_padding_offset_in_an_einsum_is_detected() {
+    let g = single_op_graph("conv2d n=1 c=2 h=6 w=6 k=3 r=3 s=3 pad=1").unwrap();
+    let idx = g.find("conv2d").unwrap();
+    let exec = naive::execute(&g, &DataGen::new(SEED)).unwrap();
+    let product = &exec.run(idx).unwrap().products[0];
+    let mut e = lower::lower_node(&g, idx)
+        .into_iter()
+        .find_map(|k| match k {
+            Kernel::Einsum(e) => Some(e),
+            _ => None,
+        })
+        .unwrap();
+    assert!(check_einsum(&e, Some(product)).unwrap().rel_err < 1e-12);
+    // Shift the input's row projection by one: a padding bug.
+    e.input.proj[2].offset += 1;
+    assert!(check_einsum(&e, Some(product)).unwrap().rel_err > TOLERANCE);
+}
+
+#[test]
+fn a_wrong_mac_model_and_a_missing_einsum_are_reported() {
+    let g = single_op_graph("attention b=1 heads=2 seq=3 head_dim=2").unwrap();
+    let idx = g.find("attention").unwrap();
+    let exec = naive::execute(&g, &DataGen::new(SEED)).unwrap();
+    let mut kernels = lower::lower_node(&g, idx);
+    kernels.retain(|k| !matches!(k, Kernel::Einsum(e) if e.name.ends_with(".context")));
+    let l = check_layer(&g, &exec, idx, &kernels, &DataGen::new(SEED)).unwrap();
+    let p = l.problems(TOLERANCE);
+    assert!(p.iter().any(|m| m.contains("counted")), "{p:?}");
+    assert!(p.iter().any(|m| m.contains("attention.context")), "{p:?}");
+}
+
+#[test]
+fn a_missing_bias_kernel_is_reported() {
+    let g = single_op_graph("linear tokens=2 in=3 out=2 bias=true").unwrap();
+    let idx = g.find("linear").unwrap();
+    let exec = naive::execute(&g, &DataGen::new(SEED)).unwrap();
+    let mut kernels = lower::lower_node(&g, idx);
+    kernels.retain(|k| matches!(k, Kernel::Einsum(_)));
+    let l = check_layer(&g, &exec, idx, &kernels, &DataGen::new(SEED)).unwrap();
+    assert!(l.problems(TOLERANCE).iter().any(|m| m.contains("bias")));
+}
+
+// ---- errors, not panics ----
+
+#[test]
+fn a_full_size_network_is_refused_not_run() {
+    let g = crate::workload::families::build("resnet", toml::Table::new(), &Default::default())
+        .unwrap();
+    assert!(matches!(verify(&g, SEED), Err(CheckError::TooLarge { .. })));
+}
+
+#[test]
+fn the_report_prints_one_row_per_layer() {
+    let v = spec("linear tokens=2 in=3 out=2");
+    let text = v.to_string();
+    assert!(text.contains("linear") && text.contains("ok"), "{text}");
+    assert!(v.max_rel_err() < 1e-12);
+}
