@@ -63,6 +63,11 @@ pub enum CheckError {
     },
 }
 
+/// Whether an error is acceptable; false for NaN, so a NaN can never pass.
+fn within(err: f64, tol: f64) -> bool {
+    err <= tol
+}
+
 /// One Einsum of a layer executed by the Einsum executor against the oracle's product.
 #[derive(Clone, Debug)]
 pub struct EinsumCheck {
@@ -106,13 +111,15 @@ impl LayerCheck {
             ));
         }
         match self.gemm_rel_err {
-            Some(e) if !(e <= tol) => p.push(format!("naive vs GEMM path: relative error {e:.3e}")),
+            Some(e) if !within(e, tol) => {
+                p.push(format!("naive vs GEMM path: relative error {e:.3e}"))
+            }
             _ => {}
         }
         for e in &self.einsums {
             if let Some(why) = &e.problem {
                 p.push(format!("einsum {}: {why}", e.name));
-            } else if !(e.rel_err <= tol) {
+            } else if !within(e.rel_err, tol) {
                 p.push(format!(
                     "einsum {}: naive vs Einsum executor relative error {:.3e}",
                     e.name, e.rel_err

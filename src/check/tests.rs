@@ -133,6 +133,17 @@ fn plain_matmul() {
 }
 
 #[test]
+fn rank4_batched_matmul_transpose_b() {
+    let mut g = Graph::new("bmm4", DType::Fp32);
+    let a = g.input("a", &[2, 3, 4, 5]).unwrap();
+    let b = g.input("b", &[2, 3, 6, 5]).unwrap();
+    g.add("mm", Op::MatMul { transpose_b: true }, &[a, b])
+        .unwrap();
+    let v = passes(&g);
+    assert_eq!(assert_mac_layer(&v, "mm", 1), 2 * 3 * 4 * 6 * 5);
+}
+
+#[test]
 fn matmul_with_a_shared_2d_b() {
     let mut g = Graph::new("shared", DType::Fp32);
     let a = g.input("a", &[2, 3, 4, 5]).unwrap();
@@ -167,6 +178,7 @@ fn causal_decode_with_kv_cache() {
 fn causal_prefill_after_a_cache_and_unequal_kv_length() {
     spec("attention b=1 heads=2 seq=3 head_dim=4 causal=true kv_cache=4");
     spec("attention b=1 heads=2 seq=2 kv_len=5 head_dim=3");
+    spec("attention b=2 heads=4 kv_heads=2 seq=2 kv_len=4 head_dim=3 causal=true kv_cache=1");
 }
 
 #[test]
