@@ -1,13 +1,20 @@
 //! The `coex` command line: parse arguments, call the library, print.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use coex::cost::{self, NetworkOptions, Objective};
+use coex::map::file::MappingFile;
+use coex::map::mapper::SearchConfig;
 use coex::report;
 use coex::workload::{self, families, spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "coex", version, about = "Co-explore neural networks and the accelerators that run them")]
+#[command(
+    name = "coex",
+    version,
+    about = "Co-explore neural networks and the accelerators that run them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +47,50 @@ enum Command {
     },
     /// List the network families and their parameters.
     Families,
+    /// Map every layer onto an accelerator and report latency, energy, area and accesses.
+    Eval {
+        /// A workload file or ONNX model.
+        #[arg(long, short)]
+        workload: Option<PathBuf>,
+        /// A one-line op spec instead of a workload.
+        #[arg(long, conflicts_with = "workload")]
+        op: Option<String>,
+        /// An accelerator template (accelerators/**/*.toml).
+        #[arg(long, short)]
+        accel: PathBuf,
+        /// Override a template key, e.g. --set array.rows=32 --set level.GLB.size_kib=256.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, value_enum, default_value = "edp")]
+        objective: Objective,
+        /// Use these mappings (coex mapping file) for the layers it names.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Mappings scored per distinct Einsum.
+        #[arg(long, default_value_t = 3000)]
+        budget: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Convert another tool's mapping into a coex mapping file (printed to stdout).
+    ImportMapping {
+        /// A Timeloop map.yaml (as timeloop-mapper writes it).
+        #[arg(long)]
+        timeloop: PathBuf,
+        /// The template the mapping targets.
+        #[arg(long, short)]
+        accel: PathBuf,
+        /// The layer (Einsum) name the mapping applies to.
+        #[arg(long)]
+        layer: String,
+        /// The layer as an op spec, to check the mapping's coverage and capacity.
+        #[arg(long)]
+        op: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,7 +108,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Families => {
             print!("{}", families::describe_all());
-            println!("Op specs (inspect --op, [[layer]] op = ...): {}", spec::KINDS);
+            println!(
+                "Op specs (inspect --op, [[layer]] op = ...): {}",
+                spec::KINDS
+            );
         }
         Command::Inspect {
             file,
@@ -69,7 +123,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let graph = match (file, op) {
                 (Some(path), None) => workload::load(&path, batch)?,
                 (None, Some(text)) => spec::single_op_graph(&text)?,
-                _ => return Err("give a workload file or --op '<spec>' (see `coex families`)".into()),
+                _ => {
+                    return Err(
+                        "give a workload file or --op '<spec>' (see `coex families`)".into(),
+                    )
+                }
             };
             let ins = report::inspect(&graph)?;
             match format {
@@ -87,6 +145,79 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&ins)?),
             }
         }
+        Command::Eval {
+            workload,
+            op,
+            accel,
+            set,
+            objective,
+            mapping,
+            budget,
+            seed,
+            batch,
+            format,
+        } => {
+            let graph = match (workload, op) {
+                (Some(path), None) => workload::load(&path, batch)?,
+                (None, Some(text)) => spec::single_op_graph(&text)?,
+                _ => return Err("give --workload <file> or --op '<spec>'".into()),
+            };
+            let overrides = parse_sets(&set)?;
+            let template = coex::arch::load(&accel, &overrides)?;
+            let fixed = mapping.as_deref().map(MappingFile::load).transpose()?;
+            let opts = NetworkOptions {
+                objective,
+                search: SearchConfig {
+                    budget,
+                    seed,
+                    ..SearchConfig::default()
+                },
+                progress: matches!(format, Format::Table),
+            };
+            let result = cost::evaluate_network(&graph, &template, &opts, fixed.as_ref())?;
+            match format {
+                Format::Table => {
+                    let levels: Vec<String> =
+                        template.levels.iter().map(|l| l.name.clone()).collect();
+                    print!("{}", report::eval_table(&result, &levels));
+                }
+                Format::Csv => print!("{}", report::eval_csv(&result, &template)?),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+            }
+        }
+        Command::ImportMapping {
+            timeloop,
+            accel,
+            layer,
+            op,
+        } => {
+            let template = coex::arch::load(&accel, &[])?;
+            let raw = coex::map::file::import_timeloop(&timeloop, &layer, &template)?;
+            let graph_spec =
+                op.ok_or("give --op '<spec>' for the layer so the mapping can be checked")?;
+            let g = spec::single_op_graph(&graph_spec)?;
+            let work = coex::lower::lower(&g)?;
+            let e = work
+                .iter()
+                .flat_map(|w| w.einsums())
+                .next()
+                .ok_or("the op spec has no Einsum to map")?;
+            let p = coex::map::Problem::from_einsum(e)?;
+            let m = coex::map::file::resolve(&raw, &p, &template)
+                .map_err(|m| format!("{}: {m}", timeloop.display()))?;
+            print!("{}", coex::map::file::to_toml(&layer, &m, &p, &template));
+        }
     }
     Ok(())
+}
+
+/// `key=value` pairs from repeated --set flags.
+fn parse_sets(sets: &[String]) -> Result<Vec<(String, String)>, String> {
+    sets.iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("--set '{s}': expected KEY=VALUE"))
+        })
+        .collect()
 }

@@ -36,7 +36,11 @@ impl Affine {
     }
 
     pub fn eval(&self, point: &[usize]) -> i64 {
-        self.terms.iter().map(|&(d, c)| c * point[d] as i64).sum::<i64>() + self.offset
+        self.terms
+            .iter()
+            .map(|&(d, c)| c * point[d] as i64)
+            .sum::<i64>()
+            + self.offset
     }
 }
 
@@ -245,9 +249,25 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
     };
     let in_bytes: u64 = ins.iter().map(|t| t.bytes()).sum();
     let elementwise = |suffix: &str, ops: u32| {
-        vec_op(suffix, VectorKind::Elementwise, out.elements(), ops, in_bytes, out.bytes())
+        vec_op(
+            suffix,
+            VectorKind::Elementwise,
+            out.elements(),
+            ops,
+            in_bytes,
+            out.bytes(),
+        )
     };
-    let bias = |channels_total: u64| vec_op(".bias", VectorKind::Elementwise, out.elements(), 1, out.bytes() + channels_total * b, out.bytes());
+    let bias = |channels_total: u64| {
+        vec_op(
+            ".bias",
+            VectorKind::Elementwise,
+            out.elements(),
+            1,
+            out.bytes() + channels_total * b,
+            out.bytes(),
+        )
+    };
     match op {
         Op::Input { .. } => vec![],
         Op::Conv2d(c) => {
@@ -277,7 +297,13 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
             }
             k
         }
-        Op::MatMul { transpose_b } => vec![Kernel::Einsum(matmul(name, ins[0], ins[1], *transpose_b, dt))],
+        Op::MatMul { transpose_b } => vec![Kernel::Einsum(matmul(
+            name,
+            ins[0],
+            ins[1],
+            *transpose_b,
+            dt,
+        ))],
         Op::Attention(a) => attention(name, a, ins[0], ins[1], dt),
         Op::Norm { kind } => {
             let ops = match kind {
@@ -285,11 +311,25 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
                 NormKind::Layer => 8,
                 NormKind::Rms => 5,
             };
-            vec![vec_op("", VectorKind::Reduction, out.elements(), ops, in_bytes, out.bytes())]
+            vec![vec_op(
+                "",
+                VectorKind::Reduction,
+                out.elements(),
+                ops,
+                in_bytes,
+                out.bytes(),
+            )]
         }
         Op::Act { act } => vec![elementwise("", act.ops_per_element())],
         Op::Binary { .. } => vec![elementwise("", 1)],
-        Op::Softmax { .. } => vec![vec_op("", VectorKind::Reduction, out.elements(), 5, in_bytes, out.bytes())],
+        Op::Softmax { .. } => vec![vec_op(
+            "",
+            VectorKind::Reduction,
+            out.elements(),
+            5,
+            in_bytes,
+            out.bytes(),
+        )],
         Op::Pool { kernel, .. } => vec![vec_op(
             "",
             VectorKind::Reduction,
@@ -301,16 +341,53 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
         Op::GlobalPool { .. } => {
             let x = ins[0];
             let window = (x.elements() / out.elements()) as u32;
-            vec![vec_op("", VectorKind::Reduction, out.elements(), window, in_bytes, out.bytes())]
+            vec![vec_op(
+                "",
+                VectorKind::Reduction,
+                out.elements(),
+                window,
+                in_bytes,
+                out.bytes(),
+            )]
         }
         Op::AddEmbedding { rows, .. } => {
             let table = (*rows * out.last()) as u64 * b;
-            vec![vec_op("", VectorKind::Elementwise, out.elements(), 1, in_bytes + table.min(out.bytes()), out.bytes())]
+            vec![vec_op(
+                "",
+                VectorKind::Elementwise,
+                out.elements(),
+                1,
+                in_bytes + table.min(out.bytes()),
+                out.bytes(),
+            )]
         }
-        Op::Slice { .. } => vec![vec_op("", VectorKind::Move, out.elements(), 1, out.bytes(), out.bytes())],
-        Op::SqueezeExcite { reduced, act, gate } => squeeze_excite(name, *reduced, *act, *gate, ins[0]),
-        Op::Embedding { .. } => vec![vec_op("", VectorKind::Gather, out.elements(), 1, in_bytes + out.bytes(), out.bytes())],
-        Op::Concat { .. } | Op::Transpose { .. } => vec![vec_op("", VectorKind::Move, out.elements(), 1, in_bytes, out.bytes())],
+        Op::Slice { .. } => vec![vec_op(
+            "",
+            VectorKind::Move,
+            out.elements(),
+            1,
+            out.bytes(),
+            out.bytes(),
+        )],
+        Op::SqueezeExcite { reduced, act, gate } => {
+            squeeze_excite(name, *reduced, *act, *gate, ins[0])
+        }
+        Op::Embedding { .. } => vec![vec_op(
+            "",
+            VectorKind::Gather,
+            out.elements(),
+            1,
+            in_bytes + out.bytes(),
+            out.bytes(),
+        )],
+        Op::Concat { .. } | Op::Transpose { .. } => vec![vec_op(
+            "",
+            VectorKind::Move,
+            out.elements(),
+            1,
+            in_bytes,
+            out.bytes(),
+        )],
         // A reshape of a contiguous tensor is a view: no work.
         Op::Reshape { .. } => vec![],
         Op::Moe(m) => moe(name, m, ins[0]),
@@ -320,16 +397,32 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
             let state = (bl * di * d_state) as u64;
             vec![
                 // dA = exp(Δ·A); h = dA·h + Δ·B·x; y += C·h: 8 ops per state element.
-                vec_op(".scan", VectorKind::Scan, state, 8, in_bytes + (di * d_state) as u64 * b, out.bytes()),
+                vec_op(
+                    ".scan",
+                    VectorKind::Scan,
+                    state,
+                    8,
+                    in_bytes + (di * d_state) as u64 * b,
+                    out.bytes(),
+                ),
                 // y += D·x
-                vec_op(".skip", VectorKind::Elementwise, (bl * di) as u64, 2, out.bytes() + x.bytes(), out.bytes()),
+                vec_op(
+                    ".skip",
+                    VectorKind::Elementwise,
+                    (bl * di) as u64,
+                    2,
+                    out.bytes() + x.bytes(),
+                    out.bytes(),
+                ),
             ]
         }
     }
 }
 
 fn dims(list: &[(&'static str, usize)]) -> Vec<Dim> {
-    list.iter().map(|&(name, bound)| Dim { name, bound }).collect()
+    list.iter()
+        .map(|&(name, bound)| Dim { name, bound })
+        .collect()
 }
 
 fn aff(terms: &[(usize, i64)], offset: i64) -> Affine {
@@ -364,7 +457,12 @@ fn conv2d(name: &str, c: &Conv2d, x: &TensorInfo, out: &TensorInfo) -> Einsum {
         ("R", c.kernel[0]),
         ("S", c.kernel[1]),
     ]);
-    let (sh, sw, dh, dw) = (c.stride[0] as i64, c.stride[1] as i64, c.dilation[0] as i64, c.dilation[1] as i64);
+    let (sh, sw, dh, dw) = (
+        c.stride[0] as i64,
+        c.stride[1] as i64,
+        c.dilation[0] as i64,
+        c.dilation[1] as i64,
+    );
     let input = operand(
         OperandRole::Input,
         vec![n, cin, h, w],
@@ -379,13 +477,23 @@ fn conv2d(name: &str, c: &Conv2d, x: &TensorInfo, out: &TensorInfo) -> Einsum {
     let weight = operand(
         OperandRole::Weight,
         vec![c.out_channels, cg, c.kernel[0], c.kernel[1]],
-        vec![aff(&[(1, kg as i64), (2, 1)], 0), Affine::dim(3), Affine::dim(6), Affine::dim(7)],
+        vec![
+            aff(&[(1, kg as i64), (2, 1)], 0),
+            Affine::dim(3),
+            Affine::dim(6),
+            Affine::dim(7),
+        ],
         true,
     );
     let output = operand(
         OperandRole::Output,
         vec![n, c.out_channels, p, q],
-        vec![Affine::dim(0), aff(&[(1, kg as i64), (2, 1)], 0), Affine::dim(4), Affine::dim(5)],
+        vec![
+            Affine::dim(0),
+            aff(&[(1, kg as i64), (2, 1)], 0),
+            Affine::dim(4),
+            Affine::dim(5),
+        ],
         false,
     );
     Einsum {
@@ -405,7 +513,14 @@ fn conv1d(name: &str, c: &Conv1d, x: &TensorInfo, out: &TensorInfo) -> Einsum {
     let p = out.shape[2];
     let (pad_left, _) = c.pads();
     // N G K C P R
-    let d = dims(&[("N", n), ("G", g), ("K", kg), ("C", cg), ("P", p), ("R", c.kernel)]);
+    let d = dims(&[
+        ("N", n),
+        ("G", g),
+        ("K", kg),
+        ("C", cg),
+        ("P", p),
+        ("R", c.kernel),
+    ]);
     Einsum {
         name: name.to_string(),
         dims: d,
@@ -415,20 +530,31 @@ fn conv1d(name: &str, c: &Conv1d, x: &TensorInfo, out: &TensorInfo) -> Einsum {
             vec![
                 Affine::dim(0),
                 aff(&[(1, cg as i64), (3, 1)], 0),
-                aff(&[(4, c.stride as i64), (5, c.dilation as i64)], -(pad_left as i64)),
+                aff(
+                    &[(4, c.stride as i64), (5, c.dilation as i64)],
+                    -(pad_left as i64),
+                ),
             ],
             false,
         ),
         weight: operand(
             OperandRole::Weight,
             vec![c.out_channels, cg, c.kernel],
-            vec![aff(&[(1, kg as i64), (2, 1)], 0), Affine::dim(3), Affine::dim(5)],
+            vec![
+                aff(&[(1, kg as i64), (2, 1)], 0),
+                Affine::dim(3),
+                Affine::dim(5),
+            ],
             true,
         ),
         output: operand(
             OperandRole::Output,
             vec![n, c.out_channels, p],
-            vec![Affine::dim(0), aff(&[(1, kg as i64), (2, 1)], 0), Affine::dim(4)],
+            vec![
+                Affine::dim(0),
+                aff(&[(1, kg as i64), (2, 1)], 0),
+                Affine::dim(4),
+            ],
             false,
         ),
         dtype: out.dtype,
@@ -478,9 +604,24 @@ pub fn gemm(name: &str, m: usize, n: usize, k: usize, dtype: DType) -> Einsum {
     Einsum {
         name: name.to_string(),
         dims: d,
-        input: operand(OperandRole::Input, vec![m, k], vec![Affine::dim(0), Affine::dim(2)], false),
-        weight: operand(OperandRole::Weight, vec![n, k], vec![Affine::dim(1), Affine::dim(2)], true),
-        output: operand(OperandRole::Output, vec![m, n], vec![Affine::dim(0), Affine::dim(1)], false),
+        input: operand(
+            OperandRole::Input,
+            vec![m, k],
+            vec![Affine::dim(0), Affine::dim(2)],
+            false,
+        ),
+        weight: operand(
+            OperandRole::Weight,
+            vec![n, k],
+            vec![Affine::dim(1), Affine::dim(2)],
+            true,
+        ),
+        output: operand(
+            OperandRole::Output,
+            vec![m, n],
+            vec![Affine::dim(0), Affine::dim(1)],
+            false,
+        ),
         dtype,
     }
 }
@@ -491,23 +632,44 @@ fn matmul(name: &str, a: &TensorInfo, bt: &TensorInfo, transpose_b: bool, dtype:
     let batch: usize = a.shape[..ra - 2].iter().product();
     let (m, k) = (a.shape[ra - 2], a.shape[ra - 1]);
     let rb = bt.rank();
-    let n = if transpose_b { bt.shape[rb - 2] } else { bt.shape[rb - 1] };
+    let n = if transpose_b {
+        bt.shape[rb - 2]
+    } else {
+        bt.shape[rb - 1]
+    };
     // N P K C
     let d = dims(&[("N", batch), ("P", m), ("K", n), ("C", k)]);
     let b_shared = rb == 2;
-    let b_mat = if transpose_b { vec![Affine::dim(2), Affine::dim(3)] } else { vec![Affine::dim(3), Affine::dim(2)] };
+    let b_mat = if transpose_b {
+        vec![Affine::dim(2), Affine::dim(3)]
+    } else {
+        vec![Affine::dim(3), Affine::dim(2)]
+    };
     let b_mat_shape = if transpose_b { vec![n, k] } else { vec![k, n] };
     let (b_shape, b_proj) = if b_shared {
         (b_mat_shape, b_mat)
     } else {
-        ([vec![batch], b_mat_shape].concat(), [vec![Affine::dim(0)], b_mat].concat())
+        (
+            [vec![batch], b_mat_shape].concat(),
+            [vec![Affine::dim(0)], b_mat].concat(),
+        )
     };
     Einsum {
         name: name.to_string(),
         dims: d,
-        input: operand(OperandRole::Input, vec![batch, m, k], vec![Affine::dim(0), Affine::dim(1), Affine::dim(3)], false),
+        input: operand(
+            OperandRole::Input,
+            vec![batch, m, k],
+            vec![Affine::dim(0), Affine::dim(1), Affine::dim(3)],
+            false,
+        ),
         weight: operand(OperandRole::Weight, b_shape, b_proj, false),
-        output: operand(OperandRole::Output, vec![batch, m, n], vec![Affine::dim(0), Affine::dim(1), Affine::dim(2)], false),
+        output: operand(
+            OperandRole::Output,
+            vec![batch, m, n],
+            vec![Affine::dim(0), Affine::dim(1), Affine::dim(2)],
+            false,
+        ),
         dtype,
     }
 }
@@ -521,7 +683,13 @@ pub fn attention_keys(a: &Attention, k: &TensorInfo) -> usize {
 /// keys, then context `O[n, p, (g·Hq+h)·D + k] += P[n, g·Hq+h, p, c] · V[n, c, g·D + k]`.
 /// G = KV heads, H = query heads per KV head (grouped-query). A causal mask is applied in
 /// the softmax; the products are the dense rectangle, as non-fused kernels compute it.
-fn attention(name: &str, a: &Attention, q: &TensorInfo, k: &TensorInfo, dtype: DType) -> Vec<Kernel> {
+fn attention(
+    name: &str,
+    a: &Attention,
+    q: &TensorInfo,
+    k: &TensorInfo,
+    dtype: DType,
+) -> Vec<Kernel> {
     let (b, sq) = (q.shape[0], q.shape[1]);
     let keys = attention_keys(a, k);
     let (g, hq, hd) = (a.kv_heads, a.heads / a.kv_heads, a.head_dim);
@@ -530,11 +698,22 @@ fn attention(name: &str, a: &Attention, q: &TensorInfo, k: &TensorInfo, dtype: D
     // N G H P K C  (K = key position, C = head dim)
     let scores = Einsum {
         name: format!("{name}.scores"),
-        dims: dims(&[("N", b), ("G", g), ("H", hq), ("P", sq), ("K", keys), ("C", hd)]),
+        dims: dims(&[
+            ("N", b),
+            ("G", g),
+            ("H", hq),
+            ("P", sq),
+            ("K", keys),
+            ("C", hd),
+        ]),
         input: operand(
             OperandRole::Input,
             vec![b, sq, heads * hd],
-            vec![Affine::dim(0), Affine::dim(3), aff(&[(1, hq_i * hd_i), (2, hd_i), (5, 1)], 0)],
+            vec![
+                Affine::dim(0),
+                Affine::dim(3),
+                aff(&[(1, hq_i * hd_i), (2, hd_i), (5, 1)], 0),
+            ],
             false,
         ),
         weight: operand(
@@ -546,7 +725,12 @@ fn attention(name: &str, a: &Attention, q: &TensorInfo, k: &TensorInfo, dtype: D
         output: operand(
             OperandRole::Output,
             vec![b, heads, sq, keys],
-            vec![Affine::dim(0), aff(&[(1, hq_i), (2, 1)], 0), Affine::dim(3), Affine::dim(4)],
+            vec![
+                Affine::dim(0),
+                aff(&[(1, hq_i), (2, 1)], 0),
+                Affine::dim(3),
+                Affine::dim(4),
+            ],
             false,
         ),
         dtype,
@@ -563,11 +747,23 @@ fn attention(name: &str, a: &Attention, q: &TensorInfo, k: &TensorInfo, dtype: D
     // N G H P K C  (K = head dim, C = key position)
     let context = Einsum {
         name: format!("{name}.context"),
-        dims: dims(&[("N", b), ("G", g), ("H", hq), ("P", sq), ("K", hd), ("C", keys)]),
+        dims: dims(&[
+            ("N", b),
+            ("G", g),
+            ("H", hq),
+            ("P", sq),
+            ("K", hd),
+            ("C", keys),
+        ]),
         input: operand(
             OperandRole::Input,
             vec![b, heads, sq, keys],
-            vec![Affine::dim(0), aff(&[(1, hq_i), (2, 1)], 0), Affine::dim(3), Affine::dim(5)],
+            vec![
+                Affine::dim(0),
+                aff(&[(1, hq_i), (2, 1)], 0),
+                Affine::dim(3),
+                Affine::dim(5),
+            ],
             false,
         ),
         weight: operand(
@@ -579,7 +775,11 @@ fn attention(name: &str, a: &Attention, q: &TensorInfo, k: &TensorInfo, dtype: D
         output: operand(
             OperandRole::Output,
             vec![b, sq, heads * hd],
-            vec![Affine::dim(0), Affine::dim(3), aff(&[(1, hq_i * hd_i), (2, hd_i), (4, 1)], 0)],
+            vec![
+                Affine::dim(0),
+                Affine::dim(3),
+                aff(&[(1, hq_i * hd_i), (2, hd_i), (4, 1)], 0),
+            ],
             false,
         ),
         dtype,
@@ -609,14 +809,56 @@ fn squeeze_excite(
     };
     let nb = |e: usize| e as u64 * b;
     vec![
-        v("pool", VectorKind::Reduction, n * c, area as u32, x.bytes(), nb(n * c)),
+        v(
+            "pool",
+            VectorKind::Reduction,
+            n * c,
+            area as u32,
+            x.bytes(),
+            nb(n * c),
+        ),
         Kernel::Einsum(gemm(&format!("{name}.fc1"), n, reduced, c, dt)),
-        v("fc1.bias", VectorKind::Elementwise, n * reduced, 1, nb(n * reduced + reduced), nb(n * reduced)),
-        v("act", VectorKind::Elementwise, n * reduced, act.ops_per_element(), nb(n * reduced), nb(n * reduced)),
+        v(
+            "fc1.bias",
+            VectorKind::Elementwise,
+            n * reduced,
+            1,
+            nb(n * reduced + reduced),
+            nb(n * reduced),
+        ),
+        v(
+            "act",
+            VectorKind::Elementwise,
+            n * reduced,
+            act.ops_per_element(),
+            nb(n * reduced),
+            nb(n * reduced),
+        ),
         Kernel::Einsum(gemm(&format!("{name}.fc2"), n, c, reduced, dt)),
-        v("fc2.bias", VectorKind::Elementwise, n * c, 1, nb(n * c + c), nb(n * c)),
-        v("gate", VectorKind::Elementwise, n * c, gate.ops_per_element(), nb(n * c), nb(n * c)),
-        v("scale", VectorKind::Elementwise, n * c * area, 1, x.bytes() + nb(n * c), x.bytes()),
+        v(
+            "fc2.bias",
+            VectorKind::Elementwise,
+            n * c,
+            1,
+            nb(n * c + c),
+            nb(n * c),
+        ),
+        v(
+            "gate",
+            VectorKind::Elementwise,
+            n * c,
+            gate.ops_per_element(),
+            nb(n * c),
+            nb(n * c),
+        ),
+        v(
+            "scale",
+            VectorKind::Elementwise,
+            n * c * area,
+            1,
+            x.bytes() + nb(n * c),
+            x.bytes(),
+        ),
     ]
 }
 
@@ -641,26 +883,72 @@ fn moe(name: &str, m: &Moe, x: &TensorInfo) -> Vec<Kernel> {
     let mut k = vec![
         Kernel::Einsum(gemm(&format!("{name}.router"), tokens, m.experts, d, dt)),
         // softmax over experts then top-k selection: ~5 + k ops per logit.
-        v("topk".into(), VectorKind::Reduction, tokens * m.experts, 5 + m.top_k as u32, tokens * m.experts, tokens * m.top_k),
+        v(
+            "topk".into(),
+            VectorKind::Reduction,
+            tokens * m.experts,
+            5 + m.top_k as u32,
+            tokens * m.experts,
+            tokens * m.top_k,
+        ),
     ];
     let counts = m.expert_tokens(tokens);
     let routed: usize = counts.iter().sum();
-    k.push(v("dispatch".into(), VectorKind::Gather, routed * d, 1, routed * d, routed * d));
+    k.push(v(
+        "dispatch".into(),
+        VectorKind::Gather,
+        routed * d,
+        1,
+        routed * d,
+        routed * d,
+    ));
     for (e, &t) in counts.iter().enumerate() {
         if t == 0 {
             continue;
         }
         if m.gated {
-            k.push(Kernel::Einsum(gemm(&format!("{name}.e{e}.gate"), t, f, d, dt)));
+            k.push(Kernel::Einsum(gemm(
+                &format!("{name}.e{e}.gate"),
+                t,
+                f,
+                d,
+                dt,
+            )));
         }
-        k.push(Kernel::Einsum(gemm(&format!("{name}.e{e}.up"), t, f, d, dt)));
+        k.push(Kernel::Einsum(gemm(
+            &format!("{name}.e{e}.up"),
+            t,
+            f,
+            d,
+            dt,
+        )));
         let act_ops = m.activation.ops_per_element() + u32::from(m.gated);
         let act_read = if m.gated { 2 * t * f } else { t * f };
-        k.push(v(format!("e{e}.act"), VectorKind::Elementwise, t * f, act_ops, act_read, t * f));
-        k.push(Kernel::Einsum(gemm(&format!("{name}.e{e}.down"), t, d, f, dt)));
+        k.push(v(
+            format!("e{e}.act"),
+            VectorKind::Elementwise,
+            t * f,
+            act_ops,
+            act_read,
+            t * f,
+        ));
+        k.push(Kernel::Einsum(gemm(
+            &format!("{name}.e{e}.down"),
+            t,
+            d,
+            f,
+            dt,
+        )));
     }
     // out[token] = Σ gate_weight · expert_out: one multiply-add per routed element.
-    k.push(v("combine".into(), VectorKind::Elementwise, routed * d, 2, routed * d + routed, tokens * d));
+    k.push(v(
+        "combine".into(),
+        VectorKind::Elementwise,
+        routed * d,
+        2,
+        routed * d + routed,
+        tokens * d,
+    ));
     k
 }
 
@@ -677,15 +965,24 @@ mod tests {
     #[test]
     fn conv_macs_are_the_textbook_product() {
         // ResNet-18 conv2_x 3x3: 56*56*64*64*9 = 115,605,504 (also Timeloop's resnet18_01 MAC count).
-        assert_eq!(macs("conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 stride=1 pad=1"), 115_605_504);
+        assert_eq!(
+            macs("conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 stride=1 pad=1"),
+            115_605_504
+        );
         // Depthwise: one channel per group.
-        assert_eq!(macs("dwconv2d n=1 c=32 h=112 w=112 kernel=3 pad=1"), 112 * 112 * 32 * 9);
+        assert_eq!(
+            macs("dwconv2d n=1 c=32 h=112 w=112 kernel=3 pad=1"),
+            112 * 112 * 32 * 9
+        );
     }
 
     #[test]
     fn attention_gqa_and_decode() {
         // Scores + context: 2 * b * heads * sq * keys * head_dim.
-        assert_eq!(macs("attention b=1 heads=12 seq=128 head_dim=64"), 2 * 12 * 128 * 128 * 64);
+        assert_eq!(
+            macs("attention b=1 heads=12 seq=128 head_dim=64"),
+            2 * 12 * 128 * 128 * 64
+        );
         // Decode with a 1023-long cache: one query, 1024 keys, GQA with 8 KV heads.
         assert_eq!(
             macs("attention b=1 heads=32 kv_heads=8 seq=1 head_dim=128 kv_cache=1023"),

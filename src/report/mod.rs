@@ -65,7 +65,11 @@ fn layer_row(graph: &Graph, w: &LayerWork) -> LayerRow {
     LayerRow {
         name: node.name.clone(),
         op: node.op.kind_name().into(),
-        input_shapes: ins.iter().map(|t| shape_str(&t.shape)).collect::<Vec<_>>().join(" "),
+        input_shapes: ins
+            .iter()
+            .map(|t| shape_str(&t.shape))
+            .collect::<Vec<_>>()
+            .join(" "),
         output_shape: shape_str(&node.output.shape),
         dtype: node.output.dtype.name().into(),
         macs: w.macs(),
@@ -120,7 +124,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     };
     let mut s = line(header.iter().map(|h| h.to_string()).collect());
     s.push('\n');
-    s.push_str(&w.iter().map(|&n| "-".repeat(n)).collect::<Vec<_>>().join("  "));
+    s.push_str(
+        &w.iter()
+            .map(|&n| "-".repeat(n))
+            .collect::<Vec<_>>()
+            .join("  "),
+    );
     s.push('\n');
     for r in rows {
         s.push_str(&line(r.clone()));
@@ -146,7 +155,18 @@ pub fn inspection_table(ins: &Inspection) -> String {
         })
         .collect();
     let mut s = format!("network {} ({})\n", ins.network, ins.dtype);
-    s.push_str(&table(&["layer", "op", "inputs", "output", "MACs", "params", "out bytes"], &rows));
+    s.push_str(&table(
+        &[
+            "layer",
+            "op",
+            "inputs",
+            "output",
+            "MACs",
+            "params",
+            "out bytes",
+        ],
+        &rows,
+    ));
     s.push_str(&format!(
         "total: {} layers, {} MACs ({}), {} params ({}), {} activation bytes\n",
         ins.total.layers,
@@ -163,6 +183,152 @@ pub fn inspection_csv(ins: &Inspection) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for l in &ins.layers {
         w.serialize(l)?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `coex eval` as a table: one row per kernel, words moved per level, then totals.
+pub fn eval_table(n: &crate::cost::NetworkCost, levels: &[String]) -> String {
+    let mut header: Vec<String> = [
+        "layer",
+        "kernel",
+        "mapping",
+        "latency_cycles",
+        "energy_pj",
+        "util",
+        "bound",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend(levels.iter().map(|l| format!("{l} words")));
+    let rows: Vec<Vec<String>> = n
+        .layers
+        .iter()
+        .map(|l| {
+            let mut r = vec![
+                l.layer.clone(),
+                l.kernel
+                    .strip_prefix(&l.layer)
+                    .unwrap_or(&l.kernel)
+                    .trim_start_matches('.')
+                    .to_string(),
+                l.mapping.clone(),
+                si(l.latency_cycles),
+                si(l.energy_pj),
+                format!("{:.2}", l.utilization),
+                l.bound.clone(),
+            ];
+            for lv in levels {
+                let words: u64 = l
+                    .accesses
+                    .iter()
+                    .filter(|a| &a.level == lv)
+                    .map(|a| a.reads + a.fills + a.updates)
+                    .sum();
+                r.push(if l.kind == "einsum" {
+                    si(words as f64)
+                } else {
+                    "-".into()
+                });
+            }
+            r
+        })
+        .collect();
+    let hdr: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut s = format!(
+        "network {} on {} (objective {:?})\n",
+        n.network, n.accelerator, n.objective
+    );
+    s.push_str(&table(&hdr, &rows));
+    let t = &n.total;
+    s.push_str(&format!(
+        "total: latency {} cycles ({:.4} ms), energy {} pJ ({:.4} mJ), area {:.3} mm2, {} MACs, utilization {:.3}, DRAM round trips {}\n",
+        si(t.latency_cycles),
+        t.latency_s * 1e3,
+        si(t.energy_pj),
+        t.energy_pj * 1e-9,
+        t.area_mm2,
+        si(t.macs as f64),
+        t.utilization,
+        t.dram_round_trips,
+    ));
+    s.push_str("energy by level: ");
+    s.push_str(
+        &n.energy_by_level_pj
+            .iter()
+            .map(|(l, e)| format!("{l} {}pJ", si(*e)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    s.push('\n');
+    s
+}
+
+/// `coex eval` as tidy CSV: one row per kernel, accesses flattened to
+/// `<level>.<operand>.<reads|fills|updates>` columns (the same columns for every row).
+pub fn eval_csv(
+    n: &crate::cost::NetworkCost,
+    t: &crate::arch::Template,
+) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = [
+        "network",
+        "accelerator",
+        "layer",
+        "kernel",
+        "kind",
+        "mapping",
+        "macs",
+        "padded_macs",
+        "compute_cycles",
+        "latency_cycles",
+        "energy_pj",
+        "utilization",
+        "bound",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut slots = Vec::new();
+    for lv in &t.levels {
+        for (o, name) in crate::arch::OPERANDS.iter().enumerate() {
+            if lv.keeps[o] {
+                for what in ["reads", "fills", "updates"] {
+                    header.push(format!("{}.{name}.{what}", lv.name));
+                }
+                slots.push((lv.name.clone(), name.to_string()));
+            }
+        }
+    }
+    w.write_record(&header)?;
+    for l in &n.layers {
+        let mut r = vec![
+            n.network.clone(),
+            n.accelerator.clone(),
+            l.layer.clone(),
+            l.kernel.clone(),
+            l.kind.to_string(),
+            l.mapping.clone(),
+            l.macs.to_string(),
+            l.padded_macs.to_string(),
+            l.compute_cycles.to_string(),
+            l.latency_cycles.to_string(),
+            l.energy_pj.to_string(),
+            l.utilization.to_string(),
+            l.bound.clone(),
+        ];
+        for (lv, op) in &slots {
+            let a = l
+                .accesses
+                .iter()
+                .find(|a| &a.level == lv && &a.operand == op);
+            for v in [a.map(|a| a.reads), a.map(|a| a.fills), a.map(|a| a.updates)] {
+                r.push(v.unwrap_or(0).to_string());
+            }
+        }
+        w.write_record(&r)?;
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())

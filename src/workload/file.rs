@@ -47,7 +47,11 @@ pub fn load(path: &Path, batch: Option<usize>) -> Result<Graph, WorkloadError> {
 }
 
 /// Parses a workload file's text; `default_name` names the network if the file does not.
-pub fn parse(text: &str, default_name: &str, batch_override: Option<usize>) -> Result<Graph, WorkloadError> {
+pub fn parse(
+    text: &str,
+    default_name: &str,
+    batch_override: Option<usize>,
+) -> Result<Graph, WorkloadError> {
     let mut top: Table = toml::from_str(text).map_err(|e| WorkloadError::Toml {
         path: default_name.into(),
         message: e.to_string(),
@@ -71,7 +75,12 @@ pub fn parse(text: &str, default_name: &str, batch_override: Option<usize>) -> R
         (Some(b), _) => b,
         (None, Some(v)) => match v.as_integer() {
             Some(b) if b >= 1 => b as usize,
-            _ => return Err(bad("batch", format!("expected a positive integer, got {v}"))),
+            _ => {
+                return Err(bad(
+                    "batch",
+                    format!("expected a positive integer, got {v}"),
+                ))
+            }
         },
         (None, None) => 1,
     };
@@ -80,7 +89,12 @@ pub fn parse(text: &str, default_name: &str, batch_override: Option<usize>) -> R
             let s = v.as_str().unwrap_or_default().to_string();
             DType::parse(&s)
                 .filter(|d| *d != DType::Int32)
-                .ok_or_else(|| bad("dtype", format!("unknown dtype {v}; use one of {}", DType::USER_CHOICES)))?
+                .ok_or_else(|| {
+                    bad(
+                        "dtype",
+                        format!("unknown dtype {v}; use one of {}", DType::USER_CHOICES),
+                    )
+                })?
         }
         None => DType::Fp16,
     };
@@ -146,13 +160,17 @@ fn layers(mut top: Table, common: &Common) -> Result<Graph, WorkloadError> {
         Some(Value::Table(t)) => {
             for (iname, v) in t {
                 let key = format!("input.{iname}");
-                let tv = v.as_table().ok_or_else(|| bad(&key, "expected a table with `shape`".into()))?;
+                let tv = v
+                    .as_table()
+                    .ok_or_else(|| bad(&key, "expected a table with `shape`".into()))?;
                 let shape = match tv.get("shape") {
                     Some(Value::Array(a)) => sizes(&key, a)?,
                     _ => return Err(bad(&key, "needs `shape = [...]` (per-sample)".into())),
                 };
                 let dtype = match tv.get("dtype").and_then(|d| d.as_str()) {
-                    Some(s) => DType::parse(s).ok_or_else(|| bad(&key, format!("unknown dtype '{s}'")))?,
+                    Some(s) => {
+                        DType::parse(s).ok_or_else(|| bad(&key, format!("unknown dtype '{s}'")))?
+                    }
                     None => common.dtype,
                 };
                 let mut full = vec![common.batch];
@@ -161,7 +179,12 @@ fn layers(mut top: Table, common: &Common) -> Result<Graph, WorkloadError> {
                 first_input.get_or_insert(idx);
             }
         }
-        Some(v) => return Err(bad("input", format!("expected a shape list or [input.NAME] tables, got {v}"))),
+        Some(v) => {
+            return Err(bad(
+                "input",
+                format!("expected a shape list or [input.NAME] tables, got {v}"),
+            ))
+        }
         None => {
             return Err(WorkloadError::MissingKey {
                 key: "input".into(),
@@ -188,7 +211,12 @@ fn layers(mut top: Table, common: &Common) -> Result<Graph, WorkloadError> {
         let name = match t.remove("name") {
             Some(Value::String(s)) => s,
             None => format!("layer{number}"),
-            Some(v) => return Err(wrap(&format!("#{number}"), bad("name", format!("expected a string, got {v}")))),
+            Some(v) => {
+                return Err(wrap(
+                    &format!("#{number}"),
+                    bad("name", format!("expected a string, got {v}")),
+                ))
+            }
         };
         let op_text = match t.remove("op") {
             Some(Value::String(s)) => s,
@@ -205,10 +233,19 @@ fn layers(mut top: Table, common: &Common) -> Result<Graph, WorkloadError> {
         let inputs = match t.remove("inputs") {
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|x| x.as_str().map(str::to_string).ok_or_else(|| wrap(&name, bad("inputs", "expected layer names".into()))))
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| wrap(&name, bad("inputs", "expected layer names".into())))
+                })
                 .collect::<Result<Vec<_>, _>>()?,
             Some(Value::String(s)) => vec![s],
-            Some(_) => return Err(wrap(&name, bad("inputs", "expected a list of layer names".into()))),
+            Some(_) => {
+                return Err(wrap(
+                    &name,
+                    bad("inputs", "expected a list of layer names".into()),
+                ))
+            }
             None => vec![prev.clone()],
         };
         let mut spec = spec::parse(&op_text).map_err(|e| wrap(&name, e))?;
@@ -225,8 +262,15 @@ fn layers(mut top: Table, common: &Common) -> Result<Graph, WorkloadError> {
 
 /// Adds layers so that every layer comes after its inputs; a cycle or a dangling
 /// input name is an error naming the layer.
-fn insert_in_dependency_order(g: &mut Graph, entries: Vec<LayerEntry>) -> Result<(), WorkloadError> {
-    let index: HashMap<&str, usize> = entries.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
+fn insert_in_dependency_order(
+    g: &mut Graph,
+    entries: Vec<LayerEntry>,
+) -> Result<(), WorkloadError> {
+    let index: HashMap<&str, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.as_str(), i))
+        .collect();
     let mut deps = petgraph::graph::DiGraph::<usize, ()>::new();
     let nodes: Vec<_> = (0..entries.len()).map(|i| deps.add_node(i)).collect();
     for (i, e) in entries.iter().enumerate() {
@@ -273,7 +317,10 @@ fn sizes(key: &str, a: &[Value]) -> Result<Vec<usize>, WorkloadError> {
     a.iter()
         .map(|v| match v.as_integer() {
             Some(i) if i >= 1 => Ok(i as usize),
-            _ => Err(bad(key, format!("every dimension must be a positive integer, got {v}"))),
+            _ => Err(bad(
+                key,
+                format!("every dimension must be a positive integer, got {v}"),
+            )),
         })
         .collect()
 }

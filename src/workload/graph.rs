@@ -63,16 +63,16 @@ impl Graph {
             node: name.to_string(),
             message,
         })?;
-        self.insert(
-            name,
-            op,
-            TensorInfo::new(output.shape, dtype),
-            &[],
-        )
+        self.insert(name, op, TensorInfo::new(output.shape, dtype), &[])
     }
 
     /// Adds an op fed by `inputs` (in port order), inferring its output shape.
-    pub fn add(&mut self, name: &str, op: Op, inputs: &[NodeIndex]) -> Result<NodeIndex, WorkloadError> {
+    pub fn add(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: &[NodeIndex],
+    ) -> Result<NodeIndex, WorkloadError> {
         let tensors: Vec<&TensorInfo> = inputs.iter().map(|&i| &self.g[i].output).collect();
         let output = op.infer(&tensors).map_err(|message| WorkloadError::Shape {
             node: name.to_string(),

@@ -11,7 +11,9 @@ pub mod spec;
 pub mod tensor;
 
 pub use graph::{Edge, Graph, Node};
-pub use op::{Activation, Attention, BinaryKind, Conv1d, Conv2d, Moe, NormKind, Op, PoolKind, Routing};
+pub use op::{
+    Activation, Attention, BinaryKind, Conv1d, Conv2d, Moe, NormKind, Op, PoolKind, Routing,
+};
 pub use tensor::{DType, TensorInfo};
 
 use std::path::{Path, PathBuf};
@@ -45,7 +47,9 @@ pub enum WorkloadError {
     Duplicate { node: String },
     #[error("layers form a cycle through '{node}'; a layer may only take inputs that do not depend on it")]
     Cycle { node: String },
-    #[error("layer '{layer}' takes input '{input}', which is not a layer or input of this network")]
+    #[error(
+        "layer '{layer}' takes input '{input}', which is not a layer or input of this network"
+    )]
     UnknownInput { layer: String, input: String },
     #[error("op spec '{spec}': {message}")]
     Spec { spec: String, message: String },
@@ -74,7 +78,9 @@ impl WorkloadError {
     /// Prefixes the error with the file it came from (once).
     pub fn in_file(self, path: &Path) -> WorkloadError {
         match self {
-            e @ (WorkloadError::Io { .. } | WorkloadError::Toml { .. } | WorkloadError::InFile { .. }) => e,
+            e @ (WorkloadError::Io { .. }
+            | WorkloadError::Toml { .. }
+            | WorkloadError::InFile { .. }) => e,
             e => WorkloadError::InFile {
                 path: path.to_path_buf(),
                 source: Box::new(e),

@@ -293,7 +293,9 @@ impl Moe {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Op {
     /// A graph input with its full shape (batch included).
-    Input { shape: Vec<usize> },
+    Input {
+        shape: Vec<usize>,
+    },
     Conv2d(Conv2d),
     Conv1d(Conv1d),
     /// Fully connected layer on one axis (default: the last). Token mixing in MLP-Mixer
@@ -307,12 +309,22 @@ pub enum Op {
     },
     /// Batched matrix product of two tensors `[.., M, K] x [.., K, N]` (B may be rank 2 and
     /// is then shared across the batch). `transpose_b` reads B as `[.., N, K]`.
-    MatMul { transpose_b: bool },
+    MatMul {
+        transpose_b: bool,
+    },
     Attention(Attention),
-    Norm { kind: NormKind },
-    Act { act: Activation },
-    Binary { op: BinaryKind },
-    Softmax { axis: usize },
+    Norm {
+        kind: NormKind,
+    },
+    Act {
+        act: Activation,
+    },
+    Binary {
+        op: BinaryKind,
+    },
+    Softmax {
+        axis: usize,
+    },
     Pool {
         pool: PoolKind,
         kernel: [usize; 2],
@@ -320,13 +332,22 @@ pub enum Op {
         pad: [usize; 2],
     },
     /// NCHW → `[N, C, 1, 1]`, or over the tokens of `[B, S, D]` → `[B, 1, D]`.
-    GlobalPool { pool: PoolKind },
+    GlobalPool {
+        pool: PoolKind,
+    },
     /// Adds a learned row per position (positional / token-type tables), optionally
     /// prepending a learned class token: `[B, S, D]` → `[B, S + cls, D]`. Position i uses
     /// row i; a table with fewer rows than positions (token types) uses row 0.
-    AddEmbedding { rows: usize, cls_token: bool },
+    AddEmbedding {
+        rows: usize,
+        cls_token: bool,
+    },
     /// Keeps `start..end` of one axis (class-token pick, ONNX Slice).
-    Slice { axis: usize, start: usize, end: usize },
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
     /// Squeeze-excite on NCHW: global pool, FC(C→reduced), act, FC(reduced→C), gate, scale.
     SqueezeExcite {
         reduced: usize,
@@ -334,15 +355,26 @@ pub enum Op {
         gate: Activation,
     },
     /// Token-id lookup: `[B, S]` ids → `[B, S, dim]`.
-    Embedding { vocab: usize, dim: usize },
-    Concat { axis: usize },
+    Embedding {
+        vocab: usize,
+        dim: usize,
+    },
+    Concat {
+        axis: usize,
+    },
     /// Target shape; `0` copies the input's extent at that axis, one `-1` is inferred.
-    Reshape { shape: Vec<i64> },
-    Transpose { perm: Vec<usize> },
+    Reshape {
+        shape: Vec<i64>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
     Moe(Moe),
     /// Mamba's selective scan. Inputs: x `[B, L, Di]`, delta `[B, L, Di]`, B `[B, L, N]`,
     /// C `[B, L, N]`; holds A `[Di, N]` and D `[Di]`.
-    SelectiveScan { d_state: usize },
+    SelectiveScan {
+        d_state: usize,
+    },
 }
 
 impl Op {
@@ -362,10 +394,16 @@ impl Op {
             Op::Norm {
                 kind: NormKind::Layer,
             } => "layernorm",
-            Op::Norm { kind: NormKind::Rms } => "rmsnorm",
+            Op::Norm {
+                kind: NormKind::Rms,
+            } => "rmsnorm",
             Op::Act { act } => act.name(),
-            Op::Binary { op: BinaryKind::Add } => "add",
-            Op::Binary { op: BinaryKind::Mul } => "mul",
+            Op::Binary {
+                op: BinaryKind::Add,
+            } => "add",
+            Op::Binary {
+                op: BinaryKind::Mul,
+            } => "mul",
             Op::Softmax { .. } => "softmax",
             Op::Pool {
                 pool: PoolKind::Max,
@@ -439,8 +477,22 @@ impl Op {
                         c.groups, c.out_channels
                     ));
                 }
-                let oh = conv_out(h, c.kernel[0], c.stride[0], c.pad_begin[0], c.pad_end[0], c.dilation[0])?;
-                let ow = conv_out(w, c.kernel[1], c.stride[1], c.pad_begin[1], c.pad_end[1], c.dilation[1])?;
+                let oh = conv_out(
+                    h,
+                    c.kernel[0],
+                    c.stride[0],
+                    c.pad_begin[0],
+                    c.pad_end[0],
+                    c.dilation[0],
+                )?;
+                let ow = conv_out(
+                    w,
+                    c.kernel[1],
+                    c.stride[1],
+                    c.pad_begin[1],
+                    c.pad_end[1],
+                    c.dilation[1],
+                )?;
                 out(vec![n, c.out_channels, oh, ow])
             }
             Op::Conv1d(c) => {
@@ -552,16 +604,24 @@ impl Op {
                 out(x.shape.clone())
             }
             Op::Act { .. } => out(x.unwrap().shape.clone()),
-            Op::Binary { .. } => broadcast(&inputs[0].shape, &inputs[1].shape).map(|s| TensorInfo::new(s, dtype)),
+            Op::Binary { .. } => {
+                broadcast(&inputs[0].shape, &inputs[1].shape).map(|s| TensorInfo::new(s, dtype))
+            }
             Op::Softmax { axis } => {
                 let x = x.unwrap();
                 if *axis >= x.rank() {
-                    return Err(format!("softmax axis {axis} out of range for {}", shape_str(&x.shape)));
+                    return Err(format!(
+                        "softmax axis {axis} out of range for {}",
+                        shape_str(&x.shape)
+                    ));
                 }
                 out(x.shape.clone())
             }
             Op::Pool {
-                kernel, stride, pad, ..
+                kernel,
+                stride,
+                pad,
+                ..
             } => {
                 let x = x.unwrap();
                 want_rank(x, 4, "pool input [N, C, H, W]")?;
@@ -620,7 +680,10 @@ impl Op {
             Op::Concat { axis } => {
                 let first = inputs[0];
                 if *axis >= first.rank() {
-                    return Err(format!("concat axis {axis} out of range for {}", shape_str(&first.shape)));
+                    return Err(format!(
+                        "concat axis {axis} out of range for {}",
+                        shape_str(&first.shape)
+                    ));
                 }
                 let mut s = first.shape.clone();
                 for t in &inputs[1..] {
@@ -637,7 +700,9 @@ impl Op {
                 }
                 out(s)
             }
-            Op::Reshape { shape } => reshape(&x.unwrap().shape, shape).map(|s| TensorInfo::new(s, dtype)),
+            Op::Reshape { shape } => {
+                reshape(&x.unwrap().shape, shape).map(|s| TensorInfo::new(s, dtype))
+            }
             Op::Transpose { perm } => {
                 let x = x.unwrap();
                 let mut seen = perm.clone();
@@ -754,7 +819,10 @@ pub fn linear_axis(axis: Option<usize>, x: &TensorInfo) -> Result<usize, String>
     }
     let ax = axis.unwrap_or(x.rank() - 1);
     if ax >= x.rank() {
-        return Err(format!("linear axis {ax} out of range for {}", shape_str(&x.shape)));
+        return Err(format!(
+            "linear axis {ax} out of range for {}",
+            shape_str(&x.shape)
+        ));
     }
     Ok(ax)
 }
@@ -780,7 +848,10 @@ pub fn conv_out(
 
 fn want_rank(t: &TensorInfo, rank: usize, what: &str) -> Result<(), String> {
     if t.rank() != rank {
-        return Err(format!("expected {what}, got shape {}", shape_str(&t.shape)));
+        return Err(format!(
+            "expected {what}, got shape {}",
+            shape_str(&t.shape)
+        ));
     }
     Ok(())
 }
@@ -809,8 +880,16 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let n = a.len().max(b.len());
     let mut s = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         s[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -838,16 +917,26 @@ fn reshape(input: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
                 out.push(1);
             }
             0 => out.push(*input.get(i).ok_or_else(|| {
-                format!("reshape: 0 at axis {i} copies an input axis that {} lacks", shape_str(input))
+                format!(
+                    "reshape: 0 at axis {i} copies an input axis that {} lacks",
+                    shape_str(input)
+                )
             })?),
             t if t > 0 => out.push(t as usize),
-            _ => return Err(format!("reshape target {target:?}: only one -1 and no negative sizes allowed")),
+            _ => {
+                return Err(format!(
+                    "reshape target {target:?}: only one -1 and no negative sizes allowed"
+                ))
+            }
         }
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
-            return Err(format!("reshape: cannot infer -1 in {target:?} from {}", shape_str(input)));
+        if known == 0 || !total.is_multiple_of(known) {
+            return Err(format!(
+                "reshape: cannot infer -1 in {target:?} from {}",
+                shape_str(input)
+            ));
         }
         out[i] = total / known;
     } else if known != total {
@@ -908,9 +997,11 @@ mod tests {
             .infer(&[&t(&[4, 8]), &t(&[7, 3])])
             .unwrap_err();
         assert!(e.contains("K=8") && e.contains("K=7"), "{e}");
-        let e = Op::Binary { op: BinaryKind::Add }
-            .infer(&[&t(&[1, 3, 4]), &t(&[1, 5, 4])])
-            .unwrap_err();
+        let e = Op::Binary {
+            op: BinaryKind::Add,
+        }
+        .infer(&[&t(&[1, 3, 4]), &t(&[1, 5, 4])])
+        .unwrap_err();
         assert!(e.contains("do not broadcast"), "{e}");
     }
 }

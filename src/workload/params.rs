@@ -33,7 +33,11 @@ pub struct ParamReader<'a> {
 
 impl<'a> ParamReader<'a> {
     /// Fails on the first key the docs do not declare.
-    pub fn new(context: impl Into<String>, table: Table, docs: &'a [ParamDoc]) -> Result<Self, WorkloadError> {
+    pub fn new(
+        context: impl Into<String>,
+        table: Table,
+        docs: &'a [ParamDoc],
+    ) -> Result<Self, WorkloadError> {
         let context = context.into();
         for key in table.keys() {
             if !docs.iter().any(|d| d.name == key) {
@@ -64,18 +68,20 @@ impl<'a> ParamReader<'a> {
         if let Some(v) = self.table.get(key) {
             return Ok(v.clone());
         }
-        let doc = self
-            .docs
-            .iter()
-            .find(|d| d.name == key)
-            .unwrap_or_else(|| panic!("{}: builder reads undeclared parameter '{key}'", self.context));
+        let doc = self.docs.iter().find(|d| d.name == key).unwrap_or_else(|| {
+            panic!(
+                "{}: builder reads undeclared parameter '{key}'",
+                self.context
+            )
+        });
         if doc.default.is_empty() {
             return Err(WorkloadError::MissingKey {
                 key: key.to_string(),
                 message: format!("{} requires it ({})", self.context, doc.meaning),
             });
         }
-        parse_literal(doc.default).ok_or_else(|| panic!("{}: bad default for '{key}'", self.context))
+        parse_literal(doc.default)
+            .ok_or_else(|| panic!("{}: bad default for '{key}'", self.context))
     }
 
     fn bad(&self, key: &str, message: impl Into<String>) -> WorkloadError {
@@ -105,13 +111,25 @@ impl<'a> ParamReader<'a> {
         let arr = match &v {
             Value::Array(a) => a.clone(),
             Value::Integer(_) => vec![v.clone()],
-            _ => return Err(self.bad(key, format!("expected a list of positive integers, got {v}"))),
+            _ => {
+                return Err(self.bad(
+                    key,
+                    format!("expected a list of positive integers, got {v}"),
+                ))
+            }
         };
         if arr.is_empty() {
             return Err(self.bad(key, "expected a non-empty list"));
         }
         arr.iter()
-            .map(|x| as_size(x).ok_or_else(|| self.bad(key, format!("every entry must be a positive integer, got {x}"))))
+            .map(|x| {
+                as_size(x).ok_or_else(|| {
+                    self.bad(
+                        key,
+                        format!("every entry must be a positive integer, got {x}"),
+                    )
+                })
+            })
             .collect()
     }
 
@@ -120,7 +138,10 @@ impl<'a> ParamReader<'a> {
         match &v {
             Value::Array(a) => a
                 .iter()
-                .map(|x| x.as_integer().ok_or_else(|| self.bad(key, format!("expected integers, got {x}"))))
+                .map(|x| {
+                    x.as_integer()
+                        .ok_or_else(|| self.bad(key, format!("expected integers, got {x}")))
+                })
                 .collect(),
             Value::Integer(i) => Ok(vec![*i]),
             _ => Err(self.bad(key, format!("expected a list of integers, got {v}"))),
@@ -167,14 +188,24 @@ impl<'a> ParamReader<'a> {
         let s = self.text(key)?;
         super::Activation::parse(&s).ok_or_else(|| {
             let names: Vec<&str> = super::Activation::ALL.iter().map(|a| a.name()).collect();
-            self.bad(key, format!("unknown activation '{s}'; use one of {}", names.join(", ")))
+            self.bad(
+                key,
+                format!("unknown activation '{s}'; use one of {}", names.join(", ")),
+            )
         })
     }
 
     pub fn dtype(&self, key: &str) -> Result<super::DType, WorkloadError> {
         let s = self.text(key)?;
-        super::DType::parse(&s)
-            .ok_or_else(|| self.bad(key, format!("unknown dtype '{s}'; use one of {}", super::DType::USER_CHOICES)))
+        super::DType::parse(&s).ok_or_else(|| {
+            self.bad(
+                key,
+                format!(
+                    "unknown dtype '{s}'; use one of {}",
+                    super::DType::USER_CHOICES
+                ),
+            )
+        })
     }
 }
 
@@ -195,11 +226,27 @@ pub fn accepted(docs: &[ParamDoc]) -> String {
 /// Human-readable parameter table (for `coex families` and spec help).
 pub fn describe(docs: &[ParamDoc]) -> String {
     let w = docs.iter().map(|d| d.name.len()).max().unwrap_or(0);
-    let dw = docs.iter().map(|d| d.default.len()).max().unwrap_or(0).min(28);
+    let dw = docs
+        .iter()
+        .map(|d| d.default.len())
+        .max()
+        .unwrap_or(0)
+        .min(28);
     docs.iter()
         .map(|d| {
-            let def = if d.default.is_empty() { "(required)" } else { d.default };
-            format!("    {:w$}  {:dw$}  {}\n", d.name, def, d.meaning, w = w, dw = dw)
+            let def = if d.default.is_empty() {
+                "(required)"
+            } else {
+                d.default
+            };
+            format!(
+                "    {:w$}  {:dw$}  {}\n",
+                d.name,
+                def,
+                d.meaning,
+                w = w,
+                dw = dw
+            )
         })
         .collect()
 }

@@ -70,7 +70,10 @@ fn literal(v: &str) -> Value {
         None
     };
     if let Some(sep) = sep {
-        let items: Option<Vec<Value>> = v.split(sep).map(|x| x.trim().parse::<i64>().ok().map(Value::Integer)).collect();
+        let items: Option<Vec<Value>> = v
+            .split(sep)
+            .map(|x| x.trim().parse::<i64>().ok().map(Value::Integer))
+            .collect();
         if let Some(items) = items {
             return Value::Array(items);
         }
@@ -107,13 +110,21 @@ const CONV1D: &[ParamDoc] = &[
     p("dilation", "1", "dilation"),
     p("groups", "1", "groups"),
     p("depthwise", "false", "groups = channels"),
-    p("causal", "false", "pad (kernel-1)*dilation on the left only"),
+    p(
+        "causal",
+        "false",
+        "pad (kernel-1)*dilation on the left only",
+    ),
     p("bias", "false", "add a bias"),
 ];
 const LINEAR: &[ParamDoc] = &[
     p("out", "", "output features"),
     p("bias", "true", "add a bias"),
-    p("axis", "-1", "axis to contract (-1 = last; 1 = token axis of [B, S, C])"),
+    p(
+        "axis",
+        "-1",
+        "axis to contract (-1 = last; 1 = token axis of [B, S, C])",
+    ),
 ];
 const POOL: &[ParamDoc] = &[
     p("kernel", "2", "window size"),
@@ -123,7 +134,11 @@ const POOL: &[ParamDoc] = &[
 const GLOBALPOOL: &[ParamDoc] = &[p("pool", "\"avg\"", "avg | max")];
 const SOFTMAX: &[ParamDoc] = &[p("axis", "-1", "axis (-1 = last)")];
 const CONCAT: &[ParamDoc] = &[p("axis", "1", "axis")];
-const RESHAPE: &[ParamDoc] = &[p("shape", "", "target shape, 0 copies an axis, -1 infers one")];
+const RESHAPE: &[ParamDoc] = &[p(
+    "shape",
+    "",
+    "target shape, 0 copies an axis, -1 infers one",
+)];
 const TRANSPOSE: &[ParamDoc] = &[p("perm", "", "axis permutation, e.g. 0,2,1")];
 const MATMUL: &[ParamDoc] = &[p("transpose_b", "false", "B is [.., N, K]")];
 const SE: &[ParamDoc] = &[
@@ -131,10 +146,17 @@ const SE: &[ParamDoc] = &[
     p("act", "\"relu\"", "activation between the FCs"),
     p("gate", "\"sigmoid\"", "gating activation"),
 ];
-const EMBEDDING: &[ParamDoc] = &[p("vocab", "", "vocabulary size"), p("dim", "", "embedding width")];
+const EMBEDDING: &[ParamDoc] = &[
+    p("vocab", "", "vocabulary size"),
+    p("dim", "", "embedding width"),
+];
 const ATTENTION: &[ParamDoc] = &[
     p("heads", "", "query heads"),
-    p("kv_heads", "0", "K/V heads (0 = heads; fewer = grouped-query)"),
+    p(
+        "kv_heads",
+        "0",
+        "K/V heads (0 = heads; fewer = grouped-query)",
+    ),
     p("head_dim", "", "width of one head"),
     p("causal", "false", "mask future positions"),
     p("kv_cache", "0", "cached positions read besides the new K/V"),
@@ -209,7 +231,9 @@ fn axis_of(v: i64, rank: usize) -> usize {
 pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op, WorkloadError> {
     let docs = docs_for(&spec.kind).ok_or_else(|| unknown_kind(spec))?;
     let r = ParamReader::new(format!("op '{}'", spec.kind), spec.params.clone(), docs)?;
-    let in_ch = input.map(|t| if t.rank() > 1 { t.shape[1] } else { 1 }).unwrap_or(1);
+    let in_ch = input
+        .map(|t| if t.rank() > 1 { t.shape[1] } else { 1 })
+        .unwrap_or(1);
     let rank = input.map(|t| t.rank()).unwrap_or(1);
     let kernel2 = |r: &ParamReader| -> Result<[usize; 2], WorkloadError> {
         let k = r.size("kernel")?;
@@ -266,7 +290,11 @@ pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op,
             Op::Linear {
                 out_features: r.size("out")?,
                 bias: r.flag("bias")?,
-                axis: if axis == -1 { None } else { Some(axis_of(axis, rank)) },
+                axis: if axis == -1 {
+                    None
+                } else {
+                    Some(axis_of(axis, rank))
+                },
                 tied: false,
             }
         }
@@ -278,14 +306,22 @@ pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op,
             };
             let pad = r.count("pad")?;
             Op::Pool {
-                pool: if spec.kind == "maxpool" { PoolKind::Max } else { PoolKind::Avg },
+                pool: if spec.kind == "maxpool" {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg
+                },
                 kernel: [kernel; 2],
                 stride: [stride; 2],
                 pad: [pad; 2],
             }
         }
         "globalpool" | "gap" => Op::GlobalPool {
-            pool: if r.choice("pool", &["avg", "max"])? == "max" { PoolKind::Max } else { PoolKind::Avg },
+            pool: if r.choice("pool", &["avg", "max"])? == "max" {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            },
         },
         "softmax" => Op::Softmax {
             axis: axis_of(r.ints("axis")?[0], rank),
@@ -293,10 +329,16 @@ pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op,
         "concat" => Op::Concat {
             axis: axis_of(r.ints("axis")?[0], rank),
         },
-        "reshape" => Op::Reshape { shape: r.ints("shape")? },
+        "reshape" => Op::Reshape {
+            shape: r.ints("shape")?,
+        },
         "flatten" => Op::Reshape { shape: vec![0, -1] },
         "transpose" => Op::Transpose {
-            perm: r.ints("perm")?.into_iter().map(|x| axis_of(x, rank)).collect(),
+            perm: r
+                .ints("perm")?
+                .into_iter()
+                .map(|x| axis_of(x, rank))
+                .collect(),
         },
         "matmul" | "bmm" => Op::MatMul {
             transpose_b: r.flag("transpose_b")?,
@@ -331,17 +373,31 @@ pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op,
                 gated: r.flag("gated")?,
                 activation: r.activation("act")?,
                 capacity_factor: if cf > 0.0 { Some(cf) } else { None },
-                routing: if skew > 0.0 { Routing::Zipf(skew) } else { Routing::Balanced },
+                routing: if skew > 0.0 {
+                    Routing::Zipf(skew)
+                } else {
+                    Routing::Balanced
+                },
             })
         }
         "selective_scan" => Op::SelectiveScan {
             d_state: r.size("d_state")?,
         },
-        "batchnorm" => Op::Norm { kind: NormKind::Batch },
-        "layernorm" => Op::Norm { kind: NormKind::Layer },
-        "rmsnorm" => Op::Norm { kind: NormKind::Rms },
-        "add" => Op::Binary { op: BinaryKind::Add },
-        "mul" => Op::Binary { op: BinaryKind::Mul },
+        "batchnorm" => Op::Norm {
+            kind: NormKind::Batch,
+        },
+        "layernorm" => Op::Norm {
+            kind: NormKind::Layer,
+        },
+        "rmsnorm" => Op::Norm {
+            kind: NormKind::Rms,
+        },
+        "add" => Op::Binary {
+            op: BinaryKind::Add,
+        },
+        "mul" => Op::Binary {
+            op: BinaryKind::Mul,
+        },
         k => Op::Act {
             act: Activation::parse(k).ok_or_else(|| unknown_kind(spec))?,
         },
@@ -378,7 +434,10 @@ pub fn single_op_graph(text: &str) -> Result<Graph, WorkloadError> {
     let mut spec = parse(text)?;
     let dtype = match spec.params.remove("dtype") {
         Some(v) => {
-            let s = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            let s = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
             DType::parse(&s).ok_or_else(|| WorkloadError::Spec {
                 spec: text.to_string(),
                 message: format!("unknown dtype '{s}'; use one of {}", DType::USER_CHOICES),
@@ -400,8 +459,16 @@ const ATTN_DIMS: &[ParamDoc] = &[
     p("seq", "", "query length (1 for decode)"),
     p("kv_len", "0", "new K/V length (0 = seq)"),
 ];
-const CONV1D_DIMS: &[ParamDoc] = &[p("n", "1", "batch"), p("c", "", "channels"), p("l", "", "length")];
-const SEQ_DIMS: &[ParamDoc] = &[p("b", "1", "batch"), p("seq", "", "sequence length"), p("d", "", "model width")];
+const CONV1D_DIMS: &[ParamDoc] = &[
+    p("n", "1", "batch"),
+    p("c", "", "channels"),
+    p("l", "", "length"),
+];
+const SEQ_DIMS: &[ParamDoc] = &[
+    p("b", "1", "batch"),
+    p("seq", "", "sequence length"),
+    p("d", "", "model width"),
+];
 const TOKEN_DIMS: &[ParamDoc] = &[p("b", "1", "batch"), p("seq", "", "sequence length")];
 const SCAN_DIMS: &[ParamDoc] = &[
     p("b", "1", "batch"),
@@ -444,7 +511,11 @@ fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
         "matmul" | "bmm" => {
             let r = ParamReader::new(format!("op '{kind}'"), dims, GEMM_DIMS)?;
             let (m, n, k, b) = (r.size("m")?, r.size("n")?, r.size("k")?, r.count("b")?);
-            let tb = op_spec.params.get("transpose_b").and_then(|v| v.as_bool()).unwrap_or(false);
+            let tb = op_spec
+                .params
+                .get("transpose_b")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             let pre: Vec<usize> = if b > 0 { vec![b] } else { vec![] };
             let a = g.input("A", &[pre.clone(), vec![m, k]].concat())?;
             let bshape = if tb { vec![n, k] } else { vec![k, n] };
@@ -469,14 +540,17 @@ fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
             let v = g.input("v", &[b, kv_len, kvh * hd])?;
             vec![q, k, v]
         }
-        "conv2d" | "conv" | "dwconv2d" | "dwconv" | "maxpool" | "avgpool" | "globalpool" | "gap"
-        | "squeeze_excite" | "se" | "batchnorm" => {
+        "conv2d" | "conv" | "dwconv2d" | "dwconv" | "maxpool" | "avgpool" | "globalpool"
+        | "gap" | "squeeze_excite" | "se" | "batchnorm" => {
             if dims.contains_key("shape") {
                 let r = ParamReader::new(format!("op '{kind}'"), dims, DIMS_SHAPE)?;
                 vec![g.input("x", &r.sizes("shape")?)?]
             } else {
                 let r = ParamReader::new(format!("op '{kind}'"), dims, DIMS_IMAGE)?;
-                vec![g.input("x", &[r.size("n")?, r.size("c")?, r.size("h")?, r.size("w")?])?]
+                vec![g.input(
+                    "x",
+                    &[r.size("n")?, r.size("c")?, r.size("h")?, r.size("w")?],
+                )?]
             }
         }
         "conv1d" => {
@@ -498,7 +572,12 @@ fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
         "selective_scan" => {
             let r = ParamReader::new("op 'selective_scan'", dims, SCAN_DIMS)?;
             let rs = ParamReader::new("op 'selective_scan'", op_spec.params.clone(), SCAN)?;
-            let (b, l, di, n) = (r.size("b")?, r.size("l")?, r.size("d_inner")?, rs.size("d_state")?);
+            let (b, l, di, n) = (
+                r.size("b")?,
+                r.size("l")?,
+                r.size("d_inner")?,
+                rs.size("d_state")?,
+            );
             vec![
                 g.input("x", &[b, l, di])?,
                 g.input("delta", &[b, l, di])?,
@@ -541,7 +620,12 @@ mod tests {
         assert_eq!(literal("true"), Value::Boolean(true));
         assert_eq!(
             literal("1x64x56x56"),
-            Value::Array(vec![1, 64, 56, 56].into_iter().map(Value::Integer).collect())
+            Value::Array(
+                vec![1, 64, 56, 56]
+                    .into_iter()
+                    .map(Value::Integer)
+                    .collect()
+            )
         );
         assert_eq!(literal("fp16"), Value::String("fp16".into()));
     }
@@ -555,7 +639,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = single_op_graph("conv2d n=1 c=64 h=56 w=56 k=64 r=3 bogus=2").unwrap_err().to_string();
+        let e = single_op_graph("conv2d n=1 c=64 h=56 w=56 k=64 r=3 bogus=2")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
     }
 }

@@ -88,11 +88,15 @@ mod tests {
 
     #[test]
     fn unknown_family_and_param_are_named() {
-        let e = build("resnot", Table::new(), &Common::default()).unwrap_err().to_string();
+        let e = build("resnot", Table::new(), &Common::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("resnot") && e.contains("resnet"), "{e}");
         let mut t = Table::new();
         t.insert("depthz".into(), toml::Value::Integer(3));
-        let e = build("resnet", t, &Common::default()).unwrap_err().to_string();
+        let e = build("resnet", t, &Common::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("depthz") && e.contains("depths"), "{e}");
     }
 }

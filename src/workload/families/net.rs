@@ -29,7 +29,8 @@ impl Net {
     }
 
     pub fn tokens(&mut self, name: &str, batch: usize, seq: usize) -> R<NodeIndex> {
-        self.g.input_typed(name, &[batch, seq], crate::workload::DType::Int32)
+        self.g
+            .input_typed(name, &[batch, seq], crate::workload::DType::Int32)
     }
 
     pub fn shape(&self, x: NodeIndex) -> &[usize] {
@@ -49,7 +50,13 @@ impl Net {
     }
 
     /// conv → batchnorm → activation (None: no activation), PyTorch naming `name`, `name.bn`.
-    pub fn conv_bn(&mut self, name: &str, x: NodeIndex, c: Conv2d, act: Option<Activation>) -> R<NodeIndex> {
+    pub fn conv_bn(
+        &mut self,
+        name: &str,
+        x: NodeIndex,
+        c: Conv2d,
+        act: Option<Activation>,
+    ) -> R<NodeIndex> {
         let y = self.conv(name, x, c)?;
         let y = self.bn(&format!("{name}.bn"), y)?;
         match act {
@@ -59,7 +66,13 @@ impl Net {
     }
 
     pub fn bn(&mut self, name: &str, x: NodeIndex) -> R<NodeIndex> {
-        self.op(name, Op::Norm { kind: NormKind::Batch }, &[x])
+        self.op(
+            name,
+            Op::Norm {
+                kind: NormKind::Batch,
+            },
+            &[x],
+        )
     }
 
     pub fn norm(&mut self, name: &str, x: NodeIndex, kind: NormKind) -> R<NodeIndex> {
@@ -71,11 +84,23 @@ impl Net {
     }
 
     pub fn add(&mut self, name: &str, a: NodeIndex, b: NodeIndex) -> R<NodeIndex> {
-        self.op(name, Op::Binary { op: BinaryKind::Add }, &[a, b])
+        self.op(
+            name,
+            Op::Binary {
+                op: BinaryKind::Add,
+            },
+            &[a, b],
+        )
     }
 
     pub fn mul(&mut self, name: &str, a: NodeIndex, b: NodeIndex) -> R<NodeIndex> {
-        self.op(name, Op::Binary { op: BinaryKind::Mul }, &[a, b])
+        self.op(
+            name,
+            Op::Binary {
+                op: BinaryKind::Mul,
+            },
+            &[a, b],
+        )
     }
 
     pub fn linear(&mut self, name: &str, x: NodeIndex, out: usize, bias: bool) -> R<NodeIndex> {
@@ -91,7 +116,15 @@ impl Net {
         )
     }
 
-    pub fn pool(&mut self, name: &str, x: NodeIndex, pool: PoolKind, kernel: usize, stride: usize, pad: usize) -> R<NodeIndex> {
+    pub fn pool(
+        &mut self,
+        name: &str,
+        x: NodeIndex,
+        pool: PoolKind,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> R<NodeIndex> {
         self.op(
             name,
             Op::Pool {
@@ -105,7 +138,13 @@ impl Net {
     }
 
     pub fn global_pool(&mut self, name: &str, x: NodeIndex) -> R<NodeIndex> {
-        self.op(name, Op::GlobalPool { pool: PoolKind::Avg }, &[x])
+        self.op(
+            name,
+            Op::GlobalPool {
+                pool: PoolKind::Avg,
+            },
+            &[x],
+        )
     }
 
     pub fn flatten(&mut self, name: &str, x: NodeIndex) -> R<NodeIndex> {
@@ -113,7 +152,13 @@ impl Net {
     }
 
     pub fn transpose(&mut self, name: &str, x: NodeIndex, perm: &[usize]) -> R<NodeIndex> {
-        self.op(name, Op::Transpose { perm: perm.to_vec() }, &[x])
+        self.op(
+            name,
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
     }
 
     /// Global pool, flatten, linear classifier with bias.

@@ -10,9 +10,17 @@ use petgraph::graph::NodeIndex;
 
 /// Parameters every decoder family shares (GPT and MoE).
 const DECODER_RUN: [ParamDoc; 3] = [
-    p("mode", "\"prefill\"", "prefill (process seq_len tokens) | decode (one new token)"),
+    p(
+        "mode",
+        "\"prefill\"",
+        "prefill (process seq_len tokens) | decode (one new token)",
+    ),
     p("seq_len", "1024", "prompt tokens processed in prefill"),
-    p("kv_cache", "1024", "decode: cached positions attended to besides the new token"),
+    p(
+        "kv_cache",
+        "1024",
+        "decode: cached positions attended to besides the new token",
+    ),
 ];
 
 pub const FAMILIES: &[Family] = &[
@@ -69,7 +77,7 @@ pub const FAMILIES: &[Family] = &[
             p("depth", "32", "decoder blocks"),
             p("heads", "32", "query heads"),
             p("kv_heads", "8", "key/value heads (grouped-query)"),
-            p("experts", "8", "experts per MoE layer"),
+            p("experts", "8", "experts per MoE layer (1 = a dense SwiGLU FFN, Llama-style)"),
             p("top_k", "2", "experts per token"),
             p("ffn", "14336", "expert hidden width"),
             p("capacity_factor", "0.0", "expert capacity factor (0 = no dropping)"),
@@ -86,9 +94,15 @@ pub const FAMILIES: &[Family] = &[
 #[derive(Clone)]
 pub enum Ffn {
     /// fc1 → act → fc2
-    Mlp { hidden: usize, act: Activation },
+    Mlp {
+        hidden: usize,
+        act: Activation,
+    },
     /// act(gate) · up → down (SwiGLU when act = silu)
-    Gated { hidden: usize, act: Activation },
+    Gated {
+        hidden: usize,
+        act: Activation,
+    },
     Moe(Moe),
 }
 
@@ -166,7 +180,7 @@ pub fn block(n: &mut Net, name: &str, x: NodeIndex, c: &BlockCfg) -> R<NodeIndex
 }
 
 fn head_dim(dim: usize, heads: usize) -> R<usize> {
-    if dim % heads != 0 {
+    if !dim.is_multiple_of(heads) {
         return Err(WorkloadError::BadParam {
             key: "heads".into(),
             message: format!("dim={dim} is not divisible by heads={heads}"),
@@ -176,7 +190,13 @@ fn head_dim(dim: usize, heads: usize) -> R<usize> {
 }
 
 fn vit(r: &ParamReader, c: &Common) -> R<Graph> {
-    let (patch, dim, depth, heads, mlp) = (r.size("patch")?, r.size("dim")?, r.size("depth")?, r.size("heads")?, r.size("mlp")?);
+    let (patch, dim, depth, heads, mlp) = (
+        r.size("patch")?,
+        r.size("dim")?,
+        r.size("depth")?,
+        r.size("heads")?,
+        r.size("mlp")?,
+    );
     let size = r.size("image_size")?;
     if size % patch != 0 {
         return Err(WorkloadError::BadParam {
@@ -186,11 +206,28 @@ fn vit(r: &ParamReader, c: &Common) -> R<Graph> {
     }
     let mut n = Net::new(c);
     let x = n.input("input", &[c.batch, 3, size, size])?;
-    let y = n.conv("patch_embed", x, Conv2d::new(dim, patch, patch, 0).bias(true))?;
-    let y = n.op("patch_embed.flatten", Op::Reshape { shape: vec![0, 0, -1] }, &[y])?;
+    let y = n.conv(
+        "patch_embed",
+        x,
+        Conv2d::new(dim, patch, patch, 0).bias(true),
+    )?;
+    let y = n.op(
+        "patch_embed.flatten",
+        Op::Reshape {
+            shape: vec![0, 0, -1],
+        },
+        &[y],
+    )?;
     let y = n.transpose("patch_embed.transpose", y, &[0, 2, 1])?;
     let tokens = n.shape(y)[1] + 1;
-    let mut y = n.op("pos_embed", Op::AddEmbedding { rows: tokens, cls_token: true }, &[y])?;
+    let mut y = n.op(
+        "pos_embed",
+        Op::AddEmbedding {
+            rows: tokens,
+            cls_token: true,
+        },
+        &[y],
+    )?;
     let cfg = BlockCfg {
         heads,
         kv_heads: heads,
@@ -200,19 +237,36 @@ fn vit(r: &ParamReader, c: &Common) -> R<Graph> {
         bias: true,
         causal: false,
         kv_cache: 0,
-        ffn: Ffn::Mlp { hidden: mlp, act: Activation::Gelu },
+        ffn: Ffn::Mlp {
+            hidden: mlp,
+            act: Activation::Gelu,
+        },
     };
     for i in 0..depth {
         y = block(&mut n, &format!("blocks.{i}"), y, &cfg)?;
     }
     let y = n.norm("norm", y, NormKind::Layer)?;
-    let y = n.op("cls", Op::Slice { axis: 1, start: 0, end: 1 }, &[y])?;
+    let y = n.op(
+        "cls",
+        Op::Slice {
+            axis: 1,
+            start: 0,
+            end: 1,
+        },
+        &[y],
+    )?;
     n.linear("head", y, r.size("classes")?, true)?;
     Ok(n.finish())
 }
 
 fn bert(r: &ParamReader, c: &Common) -> R<Graph> {
-    let (vocab, dim, depth, heads, ffn) = (r.size("vocab")?, r.size("dim")?, r.size("depth")?, r.size("heads")?, r.size("ffn")?);
+    let (vocab, dim, depth, heads, ffn) = (
+        r.size("vocab")?,
+        r.size("dim")?,
+        r.size("depth")?,
+        r.size("heads")?,
+        r.size("ffn")?,
+    );
     let (max_pos, seq) = (r.size("max_positions")?, r.size("seq_len")?);
     if seq > max_pos {
         return Err(WorkloadError::BadParam {
@@ -223,8 +277,22 @@ fn bert(r: &ParamReader, c: &Common) -> R<Graph> {
     let mut n = Net::new(c);
     let ids = n.tokens("input_ids", c.batch, seq)?;
     let y = n.op("embeddings.word", Op::Embedding { vocab, dim }, &[ids])?;
-    let y = n.op("embeddings.position", Op::AddEmbedding { rows: max_pos, cls_token: false }, &[y])?;
-    let y = n.op("embeddings.token_type", Op::AddEmbedding { rows: 2, cls_token: false }, &[y])?;
+    let y = n.op(
+        "embeddings.position",
+        Op::AddEmbedding {
+            rows: max_pos,
+            cls_token: false,
+        },
+        &[y],
+    )?;
+    let y = n.op(
+        "embeddings.token_type",
+        Op::AddEmbedding {
+            rows: 2,
+            cls_token: false,
+        },
+        &[y],
+    )?;
     let mut y = n.norm("embeddings.norm", y, NormKind::Layer)?;
     let cfg = BlockCfg {
         heads,
@@ -235,12 +303,23 @@ fn bert(r: &ParamReader, c: &Common) -> R<Graph> {
         bias: true,
         causal: false,
         kv_cache: 0,
-        ffn: Ffn::Mlp { hidden: ffn, act: Activation::Gelu },
+        ffn: Ffn::Mlp {
+            hidden: ffn,
+            act: Activation::Gelu,
+        },
     };
     for i in 0..depth {
         y = block(&mut n, &format!("encoder.{i}"), y, &cfg)?;
     }
-    let y = n.op("pooler.cls", Op::Slice { axis: 1, start: 0, end: 1 }, &[y])?;
+    let y = n.op(
+        "pooler.cls",
+        Op::Slice {
+            axis: 1,
+            start: 0,
+            end: 1,
+        },
+        &[y],
+    )?;
     let y = n.linear("pooler.dense", y, dim, true)?;
     n.act("pooler.tanh", y, Activation::Tanh)?;
     Ok(n.finish())
@@ -255,7 +334,13 @@ fn decoder_run(r: &ParamReader) -> R<(usize, usize)> {
 }
 
 fn gpt(r: &ParamReader, c: &Common) -> R<Graph> {
-    let (vocab, dim, depth, heads, ffn) = (r.size("vocab")?, r.size("dim")?, r.size("depth")?, r.size("heads")?, r.size("ffn")?);
+    let (vocab, dim, depth, heads, ffn) = (
+        r.size("vocab")?,
+        r.size("dim")?,
+        r.size("depth")?,
+        r.size("heads")?,
+        r.size("ffn")?,
+    );
     let max_pos = r.size("max_positions")?;
     let (seq, cache) = decoder_run(r)?;
     if seq + cache > max_pos {
@@ -267,7 +352,14 @@ fn gpt(r: &ParamReader, c: &Common) -> R<Graph> {
     let mut n = Net::new(c);
     let ids = n.tokens("input_ids", c.batch, seq)?;
     let y = n.op("wte", Op::Embedding { vocab, dim }, &[ids])?;
-    let mut y = n.op("wpe", Op::AddEmbedding { rows: max_pos, cls_token: false }, &[y])?;
+    let mut y = n.op(
+        "wpe",
+        Op::AddEmbedding {
+            rows: max_pos,
+            cls_token: false,
+        },
+        &[y],
+    )?;
     let cfg = BlockCfg {
         heads,
         kv_heads: heads,
@@ -277,7 +369,10 @@ fn gpt(r: &ParamReader, c: &Common) -> R<Graph> {
         bias: true,
         causal: true,
         kv_cache: cache,
-        ffn: Ffn::Mlp { hidden: ffn, act: Activation::Gelu },
+        ffn: Ffn::Mlp {
+            hidden: ffn,
+            act: Activation::Gelu,
+        },
     };
     for i in 0..depth {
         y = block(&mut n, &format!("h.{i}"), y, &cfg)?;
@@ -297,7 +392,12 @@ fn gpt(r: &ParamReader, c: &Common) -> R<Graph> {
 }
 
 fn moe_transformer(r: &ParamReader, c: &Common) -> R<Graph> {
-    let (vocab, dim, depth, heads) = (r.size("vocab")?, r.size("dim")?, r.size("depth")?, r.size("heads")?);
+    let (vocab, dim, depth, heads) = (
+        r.size("vocab")?,
+        r.size("dim")?,
+        r.size("depth")?,
+        r.size("heads")?,
+    );
     let kv_heads = r.size("kv_heads")?;
     let (seq, cache) = decoder_run(r)?;
     let cf = r.float("capacity_factor")?;
@@ -309,7 +409,11 @@ fn moe_transformer(r: &ParamReader, c: &Common) -> R<Graph> {
         gated: true,
         activation: Activation::Silu,
         capacity_factor: (cf > 0.0).then_some(cf),
-        routing: if skew > 0.0 { Routing::Zipf(skew) } else { Routing::Balanced },
+        routing: if skew > 0.0 {
+            Routing::Zipf(skew)
+        } else {
+            Routing::Balanced
+        },
     };
     let mut n = Net::new(c);
     let ids = n.tokens("input_ids", c.batch, seq)?;
@@ -323,7 +427,14 @@ fn moe_transformer(r: &ParamReader, c: &Common) -> R<Graph> {
         bias: false,
         causal: true,
         kv_cache: cache,
-        ffn: Ffn::Moe(moe),
+        ffn: if moe.experts == 1 {
+            Ffn::Gated {
+                hidden: moe.ffn_dim,
+                act: moe.activation,
+            }
+        } else {
+            Ffn::Moe(moe)
+        },
     };
     for i in 0..depth {
         y = block(&mut n, &format!("layers.{i}"), y, &cfg)?;

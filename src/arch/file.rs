@@ -1,0 +1,548 @@
+//! Reading template files: raw TOML → overrides → defaults from the tech table → checks.
+
+use super::tech::Tech;
+use super::*;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    accelerator: RawAccel,
+    level: Vec<RawLevel>,
+    array: RawArray,
+    #[serde(default)]
+    mac: RawMac,
+    #[serde(default)]
+    vector: RawVector,
+    #[serde(default)]
+    space: Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccel {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    about: String,
+    #[serde(default)]
+    sources: Vec<String>,
+    clock_mhz: f64,
+    word_bits: u32,
+    tech: String,
+    #[serde(default)]
+    static_power_mw: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLevel {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    about: String,
+    size_bytes: Option<f64>,
+    size_kib: Option<f64>,
+    size_words: Option<f64>,
+    #[serde(default)]
+    per_pe: bool,
+    keeps: Option<Vec<String>>,
+    read_energy_pj: Option<f64>,
+    write_energy_pj: Option<f64>,
+    update_energy_pj: Option<f64>,
+    bandwidth_bytes_per_cycle: Option<f64>,
+    #[serde(default)]
+    double_buffered: bool,
+    area_um2: Option<f64>,
+    #[serde(default)]
+    leakage_pj_per_cycle: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpatial {
+    rows: Vec<String>,
+    cols: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArray {
+    rows: i64,
+    cols: i64,
+    spatial: RawSpatial,
+    dataflow: Option<String>,
+    #[serde(default = "yes")]
+    multicast: bool,
+    #[serde(default = "yes")]
+    spatial_reduction: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMac {
+    energy_pj: Option<f64>,
+    area_um2: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVector {
+    lanes: Option<i64>,
+    energy_pj_per_op: Option<f64>,
+    area_um2: Option<f64>,
+}
+
+/// Einsum dimension names a template may unroll (see `lower`).
+pub const DIM_NAMES: [&str; 9] = ["N", "G", "H", "K", "C", "P", "Q", "R", "S"];
+
+/// Loads a template, applying `key=value` overrides (as `--set` gives them) first.
+pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Template, ArchError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(&text, path, overrides)
+}
+
+/// Parses template text; `path` names the file in errors and locates `tech/`.
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    overrides: &[(String, String)],
+) -> Result<Template, ArchError> {
+    let parse_err = |message: String| ArchError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut table: Table =
+        toml::from_str(text).map_err(|e| parse_err(format!("malformed TOML: {e}")))?;
+    for (key, value) in overrides {
+        let v = crate::workload::params::parse_literal(value)
+            .unwrap_or_else(|| Value::String(value.clone()));
+        apply_override(&mut table, key, v).map_err(|message| ArchError::Key {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            message,
+        })?;
+    }
+    let raw: RawFile = table
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| parse_err(format!("{e}")))?;
+    let tech = load_tech(path, &raw.accelerator.tech)?;
+    let space = resolve_space(&table, &raw.space, path)?;
+    build(raw, tech, path, space)
+}
+
+/// Sets `key` (dotted; `level.<name>.<field>` picks a level by name) in a template table.
+pub fn apply_override(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    // Bare accelerator fields are accepted without the section name.
+    let parts: Vec<&str> = match parts.as_slice() {
+        [one] => vec!["accelerator", one],
+        _ => parts,
+    };
+    let mut cur = table;
+    let mut i = 0;
+    while i + 1 < parts.len() {
+        let part = parts[i];
+        if part == "level" {
+            let name = parts
+                .get(i + 1)
+                .ok_or("level.<name>.<field> needs a level name")?;
+            let levels = cur
+                .get_mut("level")
+                .and_then(Value::as_array_mut)
+                .ok_or("the template has no [[level]] entries")?;
+            let known: Vec<String> = levels
+                .iter()
+                .filter_map(|l| l.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect();
+            let lvl = levels
+                .iter_mut()
+                .find(|l| l.get("name").and_then(Value::as_str) == Some(name))
+                .ok_or_else(|| format!("no level named '{name}' (levels: {})", known.join(", ")))?;
+            cur = lvl.as_table_mut().ok_or("level is not a table")?;
+            i += 2;
+            continue;
+        }
+        cur = cur
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("'{part}' is not a table"))?;
+        i += 1;
+    }
+    let last = parts.last().ok_or("empty key")?;
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn load_tech(path: &Path, node: &str) -> Result<Tech, ArchError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let candidates: Vec<PathBuf> = dir
+        .ancestors()
+        .take(3)
+        .map(|d| d.join("tech").join(format!("{node}.toml")))
+        .collect();
+    let found = candidates.iter().find(|p| p.is_file()).ok_or_else(|| ArchError::Key {
+        path: path.to_path_buf(),
+        key: "accelerator.tech".into(),
+        message: format!(
+            "no technology table '{node}.toml' in a tech/ folder beside or above the template (looked at {})",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    })?;
+    let text = std::fs::read_to_string(found).map_err(|source| ArchError::Io {
+        path: found.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ArchError::Parse {
+        path: found.clone(),
+        message: format!("{e}"),
+    })
+}
+
+fn key_err(path: &Path, key: impl Into<String>, message: impl Into<String>) -> ArchError {
+    ArchError::Key {
+        path: path.to_path_buf(),
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn build(
+    raw: RawFile,
+    tech: Tech,
+    path: &Path,
+    space: Vec<SpaceParam>,
+) -> Result<Template, ArchError> {
+    let a = &raw.accelerator;
+    let kind = match a.kind.as_str() {
+        "asic" => Kind::Asic,
+        "fpga" => Kind::Fpga,
+        "gpu" => Kind::Gpu,
+        k => {
+            return Err(key_err(
+                path,
+                "accelerator.kind",
+                format!("'{k}' is not asic, fpga or gpu"),
+            ))
+        }
+    };
+    positive(path, "accelerator.clock_mhz", a.clock_mhz)?;
+    if a.word_bits == 0 {
+        return Err(key_err(path, "accelerator.word_bits", "must be ≥ 1"));
+    }
+    let bits = a.word_bits;
+    let word_bytes = bits as f64 / 8.0;
+    if raw.level.is_empty() {
+        return Err(key_err(
+            path,
+            "level",
+            "a template needs at least one [[level]] (DRAM first)",
+        ));
+    }
+    let mut levels = Vec::with_capacity(raw.level.len());
+    for l in &raw.level {
+        levels.push(build_level(l, &tech, bits, word_bytes, path)?);
+    }
+    let mut seen_pe = false;
+    for l in &levels {
+        if seen_pe && !l.per_pe {
+            return Err(key_err(
+                path,
+                format!("level.{}.per_pe", l.name),
+                "per-PE levels must be the innermost ones: a shared level cannot sit inside the array",
+            ));
+        }
+        seen_pe |= l.per_pe;
+    }
+    for (o, name) in OPERANDS.iter().enumerate() {
+        if !levels[0].keeps[o] {
+            return Err(key_err(
+                path,
+                format!("level.{}.keeps", levels[0].name),
+                format!("the outermost level must keep every operand; it bypasses {name}"),
+            ));
+        }
+    }
+    let ar = &raw.array;
+    for (key, v) in [("array.rows", ar.rows), ("array.cols", ar.cols)] {
+        if v < 1 {
+            return Err(key_err(path, key, format!("must be ≥ 1, got {v}")));
+        }
+    }
+    for (key, dims) in [
+        ("array.spatial.rows", &ar.spatial.rows),
+        ("array.spatial.cols", &ar.spatial.cols),
+    ] {
+        for d in dims {
+            if !DIM_NAMES.contains(&d.as_str()) {
+                return Err(key_err(
+                    path,
+                    key,
+                    format!(
+                        "'{d}' is not a dimension any operand has; use Einsum dims {}",
+                        DIM_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let dataflow = match ar.dataflow.as_deref() {
+        None => None,
+        Some("os") => Some(Dataflow::Os),
+        Some("ws") => Some(Dataflow::Ws),
+        Some("is") => Some(Dataflow::Is),
+        Some(d) => {
+            return Err(key_err(
+                path,
+                "array.dataflow",
+                format!("'{d}' is not os, ws or is"),
+            ))
+        }
+    };
+    let mac_energy = match raw.mac.energy_pj {
+        Some(e) => e,
+        None => tech.mac_energy(bits).ok_or_else(|| {
+            key_err(
+                path,
+                "mac.energy_pj",
+                format!(
+                    "tech '{}' has no {bits}-bit MAC; give mac.energy_pj",
+                    tech.node
+                ),
+            )
+        })?,
+    };
+    let mac_area = match raw.mac.area_um2 {
+        Some(e) => e,
+        None => tech.mac_area(bits).ok_or_else(|| {
+            key_err(
+                path,
+                "mac.area_um2",
+                format!(
+                    "tech '{}' has no {bits}-bit MAC; give mac.area_um2",
+                    tech.node
+                ),
+            )
+        })?,
+    };
+    let lanes = raw.vector.lanes.unwrap_or(ar.cols);
+    if lanes < 1 {
+        return Err(key_err(path, "vector.lanes", "must be ≥ 1"));
+    }
+    Ok(Template {
+        name: a.name.clone(),
+        kind,
+        about: a.about.clone(),
+        sources: a.sources.clone(),
+        path: path.to_path_buf(),
+        clock_mhz: a.clock_mhz,
+        word_bits: bits,
+        tech: a.tech.clone(),
+        levels,
+        array: Array {
+            rows: ar.rows as usize,
+            cols: ar.cols as usize,
+            spatial_rows: ar.spatial.rows.clone(),
+            spatial_cols: ar.spatial.cols.clone(),
+            dataflow,
+            multicast: ar.multicast,
+            spatial_reduction: ar.spatial_reduction,
+        },
+        mac_energy_pj: mac_energy,
+        mac_area_um2: mac_area,
+        vector: Vector {
+            lanes: lanes as usize,
+            energy_pj_per_op: raw
+                .vector
+                .energy_pj_per_op
+                .unwrap_or(tech.vector_energy_pj_per_op),
+            area_um2: raw.vector.area_um2.unwrap_or(lanes as f64 * mac_area),
+        },
+        static_power_mw: a.static_power_mw,
+        space,
+    })
+}
+
+fn positive(path: &Path, key: &str, v: f64) -> Result<(), ArchError> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(key_err(path, key, format!("must be > 0, got {v}")));
+    }
+    Ok(())
+}
+
+fn build_level(
+    l: &RawLevel,
+    tech: &Tech,
+    bits: u32,
+    word_bytes: f64,
+    path: &Path,
+) -> Result<Level, ArchError> {
+    let key = |f: &str| format!("level.{}.{f}", l.name);
+    let kind = match l.kind.as_str() {
+        "dram" => LevelKind::Dram,
+        "sram" => LevelKind::Sram,
+        "regfile" => LevelKind::Regfile,
+        k => {
+            return Err(key_err(
+                path,
+                key("kind"),
+                format!("'{k}' is not dram, sram or regfile"),
+            ))
+        }
+    };
+    let sizes = [
+        ("size_bytes", l.size_bytes.map(|b| b / word_bytes)),
+        ("size_kib", l.size_kib.map(|k| k * 1024.0 / word_bytes)),
+        ("size_words", l.size_words),
+    ];
+    let given: Vec<_> = sizes.iter().filter(|(_, v)| v.is_some()).collect();
+    if given.len() > 1 {
+        return Err(key_err(
+            path,
+            key(given[1].0),
+            "give one of size_bytes, size_kib, size_words",
+        ));
+    }
+    let size_words = match given.first() {
+        Some((k, Some(w))) => {
+            if !(w.is_finite() && *w >= 1.0) {
+                return Err(key_err(
+                    path,
+                    key(k),
+                    format!(
+                        "a level must hold at least one word, got {w} words; give a positive size"
+                    ),
+                ));
+            }
+            Some(w.floor() as u64)
+        }
+        _ if kind == LevelKind::Dram => None,
+        _ => {
+            return Err(key_err(
+                path,
+                key("size_kib"),
+                "an on-chip level needs a size (size_bytes, size_kib or size_words)",
+            ))
+        }
+    };
+    let keeps = match &l.keeps {
+        None => [true; 3],
+        Some(list) => {
+            let mut k = [false; 3];
+            for s in list {
+                let i = OPERANDS.iter().position(|o| o == s).ok_or_else(|| {
+                    key_err(path, key("keeps"), format!("'{s}' is not I, W or O"))
+                })?;
+                k[i] = true;
+            }
+            k
+        }
+    };
+    let bytes = size_words.map(|w| w as f64 * word_bytes).unwrap_or(0.0);
+    let (read_default, write_default, area_default) = match kind {
+        LevelKind::Dram => (tech.dram_word(bits), tech.dram_word(bits), 0.0),
+        LevelKind::Sram => {
+            let r = tech.sram_read(bytes, bits);
+            (r, r * tech.sram_write_ratio, tech.sram_area(bytes))
+        }
+        LevelKind::Regfile => (
+            tech.regfile_read(bits),
+            tech.regfile_write(bits),
+            tech.regfile_area_um2_per_byte * bytes,
+        ),
+    };
+    let read = l.read_energy_pj.unwrap_or(read_default);
+    let write = l.write_energy_pj.unwrap_or(write_default);
+    for (k, v) in [("read_energy_pj", read), ("write_energy_pj", write)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(key_err(path, key(k), format!("must be ≥ 0, got {v}")));
+        }
+    }
+    let bandwidth = match l.bandwidth_bytes_per_cycle {
+        Some(b) => {
+            positive(path, &key("bandwidth_bytes_per_cycle"), b)?;
+            Some(b / word_bytes)
+        }
+        None => None,
+    };
+    let _ = &l.about;
+    Ok(Level {
+        name: l.name.clone(),
+        kind,
+        size_words,
+        per_pe: l.per_pe,
+        keeps,
+        read_energy_pj: read,
+        write_energy_pj: write,
+        update_energy_pj: l.update_energy_pj.unwrap_or(write),
+        bandwidth_words_per_cycle: bandwidth,
+        double_buffered: l.double_buffered,
+        area_um2: l.area_um2.unwrap_or(area_default),
+        leakage_pj_per_cycle: l.leakage_pj_per_cycle,
+    })
+}
+
+/// `[space]` entries: a list of values, `{ pow2 = [lo, hi] }` or `{ range = [lo, hi, step] }`.
+/// Each key must name something an override can set.
+fn resolve_space(table: &Table, space: &Table, path: &Path) -> Result<Vec<SpaceParam>, ArchError> {
+    let mut out = Vec::new();
+    for (key, spec) in space {
+        let k = format!("space.\"{key}\"");
+        let values: Vec<Value> =
+            match spec {
+                Value::Array(a) if !a.is_empty() => a.clone(),
+                Value::Table(t) if t.contains_key("pow2") => {
+                    let lohi = int_list(t.get("pow2"))
+                        .filter(|v| v.len() == 2 && v[0] >= 1 && v[0] <= v[1]);
+                    let [lo, hi] = lohi
+                        .map(|v| [v[0], v[1]])
+                        .ok_or_else(|| key_err(path, &k, "pow2 = [lo, hi] with 1 ≤ lo ≤ hi"))?;
+                    let mut v = Vec::new();
+                    let mut x = lo;
+                    while x <= hi {
+                        v.push(Value::Integer(x));
+                        x *= 2;
+                    }
+                    v
+                }
+                Value::Table(t) if t.contains_key("range") => {
+                    let r = int_list(t.get("range"))
+                        .filter(|v| v.len() == 3 && v[2] >= 1 && v[0] <= v[1]);
+                    let r = r.ok_or_else(|| {
+                        key_err(path, &k, "range = [lo, hi, step] with lo ≤ hi, step ≥ 1")
+                    })?;
+                    (r[0]..=r[1])
+                        .step_by(r[2] as usize)
+                        .map(Value::Integer)
+                        .collect()
+                }
+                _ => return Err(key_err(
+                    path,
+                    &k,
+                    "expected a non-empty list, { pow2 = [lo, hi] } or { range = [lo, hi, step] }",
+                )),
+            };
+        let mut probe = table.clone();
+        apply_override(&mut probe, key, values[0].clone()).map_err(|m| key_err(path, &k, m))?;
+        out.push(SpaceParam {
+            key: key.clone(),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+fn int_list(v: Option<&Value>) -> Option<Vec<i64>> {
+    v?.as_array()?.iter().map(Value::as_integer).collect()
+}

@@ -1,0 +1,193 @@
+//! Accelerator templates: TOML files in `accelerators/` describing the memory
+//! hierarchy, the compute array and its dataflow, and the technology costs.
+//!
+//! A template is data. Every number a model uses is a key in the file (or in the
+//! technology table it names), so `--set key=value` can override it, `[space]` can
+//! sweep it, and calibration can fit it.
+
+mod file;
+mod tech;
+
+pub use file::{apply_override, load, load_str};
+pub use tech::Tech;
+
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Operand roles in the order used by every per-operand array: input, weight, output.
+pub const OPERANDS: [&str; 3] = ["I", "W", "O"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key '{key}': {message}")]
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Asic,
+    Fpga,
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LevelKind {
+    Dram,
+    Sram,
+    Regfile,
+}
+
+/// SCALE-Sim's systolic dataflows. A template with one has a systolic array:
+/// operands enter skewed, so every fold pays a fill and drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataflow {
+    /// Output stationary: rows ← output pixels, cols ← filters, time ← reduction.
+    Os,
+    /// Weight stationary: rows ← reduction, cols ← filters, time ← output pixels.
+    Ws,
+    /// Input stationary: rows ← reduction, cols ← output pixels, time ← filters.
+    Is,
+}
+
+/// One memory level. Sizes are per instance; energies per word of `word_bits`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Level {
+    pub name: String,
+    pub kind: LevelKind,
+    /// Capacity per instance in words; `None` = unbounded (DRAM).
+    pub size_words: Option<u64>,
+    /// One instance per PE (inside the array) rather than one shared instance.
+    pub per_pe: bool,
+    /// Which operands (I, W, O) this level stores; the others bypass it.
+    pub keeps: [bool; 3],
+    pub read_energy_pj: f64,
+    pub write_energy_pj: f64,
+    pub update_energy_pj: f64,
+    /// Words per cycle per instance that the level can read+write; `None` = unlimited.
+    pub bandwidth_words_per_cycle: Option<f64>,
+    /// Tiles are double-buffered: capacity holds two tiles of each kept operand.
+    pub double_buffered: bool,
+    pub area_um2: f64,
+    pub leakage_pj_per_cycle: f64,
+}
+
+impl Level {
+    pub fn keeps(&self, operand: usize) -> bool {
+        self.keeps[operand]
+    }
+}
+
+/// The PE array: `rows × cols` PEs, and which Einsum dims each axis may unroll.
+#[derive(Clone, Debug, Serialize)]
+pub struct Array {
+    pub rows: usize,
+    pub cols: usize,
+    pub spatial_rows: Vec<String>,
+    pub spatial_cols: Vec<String>,
+    pub dataflow: Option<Dataflow>,
+    /// One read can feed many PEs that need the same word.
+    pub multicast: bool,
+    /// Partial sums from PEs that share an output are reduced in the network.
+    pub spatial_reduction: bool,
+}
+
+impl Array {
+    pub fn pes(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Vector {
+    pub lanes: usize,
+    pub energy_pj_per_op: f64,
+    pub area_um2: f64,
+}
+
+/// A swept parameter: a key (as `--set` takes it) and its candidate values.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpaceParam {
+    pub key: String,
+    pub values: Vec<toml::Value>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Template {
+    pub name: String,
+    pub kind: Kind,
+    pub about: String,
+    pub sources: Vec<String>,
+    pub path: PathBuf,
+    pub clock_mhz: f64,
+    pub word_bits: u32,
+    pub tech: String,
+    /// Outermost (DRAM) first.
+    pub levels: Vec<Level>,
+    pub array: Array,
+    pub mac_energy_pj: f64,
+    pub mac_area_um2: f64,
+    pub vector: Vector,
+    /// Static power not attributed to a level (clock tree, control), in mW.
+    pub static_power_mw: f64,
+    pub space: Vec<SpaceParam>,
+}
+
+impl Template {
+    pub fn word_bytes(&self) -> f64 {
+        self.word_bits as f64 / 8.0
+    }
+
+    /// Index of the first per-PE level: spatial loops sit just above it.
+    pub fn fanout_level(&self) -> usize {
+        self.levels
+            .iter()
+            .position(|l| l.per_pe)
+            .unwrap_or(self.levels.len())
+    }
+
+    pub fn level_index(&self, name: &str) -> Option<usize> {
+        self.levels.iter().position(|l| l.name == name)
+    }
+
+    pub fn cycle_s(&self) -> f64 {
+        1e-6 / self.clock_mhz
+    }
+
+    /// Area broken down by component, in µm².
+    pub fn area_breakdown_um2(&self) -> Vec<(String, f64)> {
+        let pes = self.array.pes() as f64;
+        let mut v: Vec<(String, f64)> = self
+            .levels
+            .iter()
+            .map(|l| {
+                let n = if l.per_pe { pes } else { 1.0 };
+                (l.name.clone(), l.area_um2 * n)
+            })
+            .collect();
+        v.push(("MAC".into(), self.mac_area_um2 * pes));
+        v.push(("vector".into(), self.vector.area_um2));
+        v
+    }
+
+    pub fn area_mm2(&self) -> f64 {
+        self.area_breakdown_um2()
+            .iter()
+            .map(|(_, a)| a)
+            .sum::<f64>()
+            * 1e-6
+    }
+}

@@ -1,0 +1,244 @@
+//! From access counts to latency, energy and area; and from layers to a network.
+//!
+//! Latency semantics (also in README): every level moves its words at its bandwidth
+//! while the array computes, fully overlapped (tiles are prefetched), so a layer
+//! takes the slowest of (a) its compute cycles and (b) each level's transfer cycles.
+//! Systolic templates add SCALE-Sim's per-fold fill and drain to the compute cycles.
+//! Energy = Σ accesses × per-access energy + MACs × MAC energy + leakage × time.
+
+pub mod network;
+
+pub use network::{evaluate_network, LayerCost, NetworkCost, NetworkOptions};
+
+use crate::arch::{Dataflow, Template, OPERANDS};
+use crate::lower::VectorOp;
+use crate::map::{Counts, Mapping, Problem};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CostError {
+    #[error(transparent)]
+    Map(#[from] crate::map::MapError),
+    #[error(transparent)]
+    Workload(#[from] crate::workload::WorkloadError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    Latency,
+    Energy,
+    Edp,
+}
+
+/// Latency and energy of one mapped Einsum, without allocation (the search's score).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quick {
+    pub compute_cycles: f64,
+    pub latency_cycles: f64,
+    pub energy_pj: f64,
+    /// Index of the level whose bandwidth bounds the layer, if memory-bound.
+    pub bound_level: Option<usize>,
+}
+
+/// SCALE-Sim's GEMM view of an Einsum: (batch, M = output pixels, N = filters, K = reduction).
+///
+/// Dims indexing all three operands are a batch of independent GEMMs (groups); dims of
+/// input and output only are M; of weight and output only are N; the rest reduce (K).
+pub fn gemm_view(p: &Problem) -> (u64, u64, u64, u64) {
+    let (mut b, mut m, mut n, mut k) = (1, 1, 1, 1);
+    for d in 0..p.ndims {
+        let [i, w, o] = [0, 1, 2].map(|x| p.operands[x].is_relevant(d));
+        let bound = p.bounds[d];
+        match (i, w, o) {
+            (true, true, true) => b *= bound,
+            (_, _, false) => k *= bound,
+            (true, false, true) => m *= bound,
+            (false, true, true) => n *= bound,
+            (false, false, true) => m *= bound,
+        }
+    }
+    (b, m, n, k)
+}
+
+/// Compute cycles of one GEMM on a `rows × cols` systolic array, as SCALE-Sim 3 counts them.
+///
+/// The stationary operand is laid on the array in `folds = ⌈Sr/rows⌉·⌈Sc/cols⌉` tiles;
+/// each fold streams `T` vectors through the skewed array. Output-stationary: Sr = M,
+/// Sc = N, T = K, and a fold takes `rows + cols + T − 2` cycles (operands enter skewed
+/// from two edges; the last result leaves `rows + cols − 2` cycles after the last
+/// input). Weight-/input-stationary also pay `rows` cycles to preload the stationary
+/// tile: `2·rows + cols + T − 2` per fold, with (ws) Sr = K, Sc = N, T = M and (is)
+/// Sr = K, Sc = M, T = N. SCALE-Sim reports the index of the last busy cycle, one
+/// less than the count: total = folds · per_fold − 1.
+pub fn scalesim_compute_cycles(df: Dataflow, m: u64, n: u64, k: u64, rows: u64, cols: u64) -> u64 {
+    let (sr, sc, t, preload) = match df {
+        Dataflow::Os => (m, n, k, 0),
+        Dataflow::Ws => (k, n, m, rows),
+        Dataflow::Is => (k, m, n, rows),
+    };
+    let folds = sr.div_ceil(rows) * sc.div_ceil(cols);
+    folds * (preload + rows + cols + t - 2) - 1
+}
+
+/// Compute cycles of a mapped Einsum: SCALE-Sim's formula on systolic arrays, else one
+/// temporal step per cycle.
+pub fn compute_cycles(p: &Problem, t: &Template, c: &Counts) -> f64 {
+    match t.array.dataflow {
+        Some(df) => {
+            let (b, m, n, k) = gemm_view(p);
+            (b * scalesim_compute_cycles(df, m, n, k, t.array.rows as u64, t.array.cols as u64))
+                as f64
+        }
+        None => c.temporal_steps as f64,
+    }
+}
+
+/// Energy of the accesses at level `l` (all operands), pJ.
+pub fn level_energy_pj(t: &Template, c: &Counts, l: usize) -> f64 {
+    let lv = &t.levels[l];
+    (0..3)
+        .map(|o| {
+            c.reads[l][o] as f64 * lv.read_energy_pj
+                + c.fills[l][o] as f64 * lv.write_energy_pj
+                + c.updates[l][o] as f64 * lv.update_energy_pj
+        })
+        .sum()
+}
+
+/// Leakage and static energy over `cycles`, pJ (every instance leaks, used or not).
+pub fn leakage_pj(t: &Template, cycles: f64) -> f64 {
+    let pes = t.array.pes() as f64;
+    let per_cycle: f64 = t
+        .levels
+        .iter()
+        .map(|l| l.leakage_pj_per_cycle * if l.per_pe { pes } else { 1.0 })
+        .sum();
+    // mW × s = mJ = 1e9 pJ
+    per_cycle * cycles + t.static_power_mw * cycles * t.cycle_s() * 1e9
+}
+
+/// Latency and energy of a mapped Einsum.
+pub fn quick(p: &Problem, t: &Template, c: &Counts) -> Quick {
+    let compute = compute_cycles(p, t, c);
+    let mut latency = compute;
+    let mut bound = None;
+    let mut energy = c.padded_macs as f64 * t.mac_energy_pj;
+    for l in 0..c.nlevels {
+        energy += level_energy_pj(t, c, l);
+        if let Some(bw) = t.levels[l].bandwidth_words_per_cycle {
+            let cycles = c.words_per_instance(l) as f64 / bw;
+            if cycles > latency {
+                latency = cycles;
+                bound = Some(l);
+            }
+        }
+    }
+    energy += leakage_pj(t, latency);
+    Quick {
+        compute_cycles: compute,
+        latency_cycles: latency,
+        energy_pj: energy,
+        bound_level: bound,
+    }
+}
+
+/// The score the mapper minimizes.
+pub fn score(objective: Objective, q: &Quick) -> f64 {
+    match objective {
+        Objective::Latency => q.latency_cycles + q.energy_pj * 1e-12,
+        Objective::Energy => q.energy_pj + q.latency_cycles * 1e-12,
+        Objective::Edp => q.latency_cycles * q.energy_pj,
+    }
+}
+
+/// An objective closure for `map::mapper::search`.
+pub fn objective_fn<'a>(
+    p: &'a Problem,
+    t: &'a Template,
+    objective: Objective,
+) -> impl Fn(&Mapping, &Counts) -> f64 + 'a {
+    move |_m, c| score(objective, &quick(p, t, c))
+}
+
+/// Where a VectorOp's data lives: the innermost shared level that holds its working
+/// set (inputs + outputs), else the outermost level.
+pub fn vector_home(t: &Template, v: &VectorOp) -> usize {
+    let words = ((v.bytes_read + v.bytes_written) as f64 / t.word_bytes()).ceil() as u64;
+    let fan = t.fanout_level();
+    (0..fan)
+        .rev()
+        .find(|&l| t.levels[l].size_words.map(|s| words <= s).unwrap_or(true))
+        .unwrap_or(0)
+}
+
+/// A VectorOp on the template's vector unit: `ops / lanes` cycles, or the home level's
+/// bandwidth if slower; energy = ops × vector energy + words × home-level access energy.
+pub fn vector_quick(t: &Template, v: &VectorOp) -> (Quick, usize) {
+    let home = vector_home(t, v);
+    let lv = &t.levels[home];
+    let wb = t.word_bytes();
+    let read_words = v.bytes_read as f64 / wb;
+    let write_words = v.bytes_written as f64 / wb;
+    let compute = (v.ops() as f64 / t.vector.lanes as f64).ceil();
+    let transfer = lv
+        .bandwidth_words_per_cycle
+        .map(|bw| (read_words + write_words) / bw)
+        .unwrap_or(0.0);
+    let latency = compute.max(transfer);
+    let energy = v.ops() as f64 * t.vector.energy_pj_per_op
+        + read_words * lv.read_energy_pj
+        + write_words * lv.write_energy_pj
+        + leakage_pj(t, latency);
+    (
+        Quick {
+            compute_cycles: compute,
+            latency_cycles: latency,
+            energy_pj: energy,
+            bound_level: (transfer > compute).then_some(home),
+        },
+        home,
+    )
+}
+
+/// Per-level, per-operand access rows for reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Access {
+    pub level: String,
+    pub operand: String,
+    pub reads: u64,
+    pub fills: u64,
+    pub updates: u64,
+}
+
+pub fn access_rows(t: &Template, c: &Counts) -> Vec<Access> {
+    let mut v = Vec::new();
+    for l in 0..c.nlevels {
+        for (o, name) in OPERANDS.iter().enumerate() {
+            if t.levels[l].keeps[o] {
+                v.push(Access {
+                    level: t.levels[l].name.clone(),
+                    operand: name.to_string(),
+                    reads: c.reads[l][o],
+                    fills: c.fills[l][o],
+                    updates: c.updates[l][o],
+                });
+            }
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalesim_formula_on_a_hand_example() {
+        // os, M=12544 N=32 K=27 on 32x32: 392 folds x (32+32+27-2) - 1 (SCALE-Sim: 34887).
+        assert_eq!(
+            scalesim_compute_cycles(Dataflow::Os, 12544, 32, 27, 32, 32),
+            34887
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! Mappings and what they imply: how an Einsum's loop nest is split over the memory
+//! levels and the PE array, and how many words each level reads, fills and updates.
+//!
+//! The access model follows Timeloop's buffer analysis (and is checked against it):
+//! a level's tile is the footprint of every loop at or below it; walking outward,
+//! loops that do not index an operand reuse its tile until the first loop that does,
+//! whose steps bring in only the new part of a sliding window (the convolution halo);
+//! every loop further out refetches. Spatial loops multicast read-only operands and
+//! reduce partial sums. `check` re-executes mappings and verifies these counts.
+
+pub mod file;
+pub mod mapper;
+pub mod nest;
+
+pub use nest::{analyze, Counts};
+
+use crate::arch::{Template, OPERANDS};
+use crate::lower::Einsum;
+use serde::Serialize;
+
+pub const MAX_DIMS: usize = 8;
+pub const MAX_LEVELS: usize = 8;
+const MAX_AXES: usize = 6;
+const MAX_TERMS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {message}")]
+    File {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("no valid mapping of '{einsum}' onto '{template}': {why}")]
+    NoMapping {
+        einsum: String,
+        template: String,
+        why: String,
+    },
+}
+
+/// One tensor axis's index as `Σ coef·dim`, in fixed arrays (the hot path allocates nothing).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Axis {
+    pub nterms: u8,
+    pub dims: [u8; MAX_TERMS],
+    pub coefs: [i32; MAX_TERMS],
+}
+
+/// An operand reduced to what the access model needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OperandShape {
+    pub naxes: u8,
+    pub axes: [Axis; MAX_AXES],
+    /// Bit d set: dimension d indexes this operand.
+    pub relevant: u8,
+}
+
+impl OperandShape {
+    pub fn is_relevant(&self, d: usize) -> bool {
+        self.relevant & (1 << d) != 0
+    }
+
+    /// Distinct elements touched by the box of dimension extents `ext`.
+    pub fn footprint(&self, ext: &[u64; MAX_DIMS]) -> u64 {
+        let mut n = 1u64;
+        for a in &self.axes[..self.naxes as usize] {
+            n *= axis_distinct(a, ext);
+        }
+        n
+    }
+}
+
+/// Span (bounding interval length) of one axis over the box `ext`.
+fn axis_span(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
+    let mut s = 1u64;
+    for t in 0..a.nterms as usize {
+        s += a.coefs[t].unsigned_abs() as u64 * (ext[a.dims[t] as usize] - 1);
+    }
+    s
+}
+
+/// Whether the values `Σ c_i·x_i` fill their span with no holes: sorting terms by
+/// |c|, each coefficient must not exceed the span already covered plus one.
+fn axis_contiguous(a: &Axis, ext: &[u64; MAX_DIMS]) -> bool {
+    let n = a.nterms as usize;
+    let mut terms: [(u64, u64); MAX_TERMS] = [(0, 0); MAX_TERMS];
+    for (t, slot) in terms.iter_mut().enumerate().take(n) {
+        *slot = (a.coefs[t].unsigned_abs() as u64, ext[a.dims[t] as usize]);
+    }
+    terms[..n].sort_unstable();
+    let mut covered = 1u64; // values 0..covered are reachable
+    for &(c, e) in &terms[..n] {
+        if e <= 1 {
+            continue;
+        }
+        if c > covered {
+            return false;
+        }
+        covered += c * (e - 1);
+    }
+    true
+}
+
+/// Distinct index values of one axis: the span when contiguous, else counted.
+fn axis_distinct(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
+    if axis_contiguous(a, ext) {
+        return axis_span(a, ext);
+    }
+    // Gapped (e.g. stride > kernel): count the set of sums exactly.
+    let span = axis_span(a, ext) as usize;
+    let mut seen = vec![false; span];
+    let mut vals = vec![0i64];
+    for t in 0..a.nterms as usize {
+        let (c, e) = (a.coefs[t] as i64, ext[a.dims[t] as usize] as i64);
+        let mut next = Vec::with_capacity(vals.len() * e as usize);
+        for v in &vals {
+            for x in 0..e {
+                next.push(v + c * x);
+            }
+        }
+        next.sort_unstable();
+        next.dedup();
+        vals = next;
+    }
+    let min = vals.iter().copied().min().unwrap_or(0);
+    for v in vals {
+        seen[(v - min) as usize] = true;
+    }
+    seen.iter().filter(|&&b| b).count() as u64
+}
+
+/// An Einsum as the mapper sees it: bounds and operand index structure.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub name: String,
+    pub ndims: usize,
+    pub names: [&'static str; MAX_DIMS],
+    pub bounds: [u64; MAX_DIMS],
+    /// Input, weight, output.
+    pub operands: [OperandShape; 3],
+    pub macs: u64,
+}
+
+impl Problem {
+    pub fn from_einsum(e: &Einsum) -> Result<Problem, MapError> {
+        if e.dims.len() > MAX_DIMS {
+            return Err(MapError::Invalid(format!(
+                "{} has {} dims; the mapper handles at most {MAX_DIMS}",
+                e.name,
+                e.dims.len()
+            )));
+        }
+        let mut names = [""; MAX_DIMS];
+        let mut bounds = [1u64; MAX_DIMS];
+        for (i, d) in e.dims.iter().enumerate() {
+            names[i] = d.name;
+            bounds[i] = d.bound as u64;
+        }
+        let mut operands = [OperandShape::default(); 3];
+        for (o, op) in e.operands().iter().enumerate() {
+            let s = &mut operands[o];
+            if op.proj.len() > MAX_AXES {
+                return Err(MapError::Invalid(format!(
+                    "{}: operand with {} axes",
+                    e.name,
+                    op.proj.len()
+                )));
+            }
+            s.naxes = op.proj.len() as u8;
+            for (ai, aff) in op.proj.iter().enumerate() {
+                let terms: Vec<_> = aff.terms.iter().filter(|(_, c)| *c != 0).collect();
+                if terms.len() > MAX_TERMS {
+                    return Err(MapError::Invalid(format!(
+                        "{}: axis with {} terms",
+                        e.name,
+                        terms.len()
+                    )));
+                }
+                let ax = &mut s.axes[ai];
+                ax.nterms = terms.len() as u8;
+                for (t, &&(d, c)) in terms.iter().enumerate() {
+                    ax.dims[t] = d as u8;
+                    ax.coefs[t] = c as i32;
+                    s.relevant |= 1 << d;
+                }
+            }
+        }
+        Ok(Problem {
+            name: e.name.clone(),
+            ndims: e.dims.len(),
+            names,
+            bounds,
+            operands,
+            macs: e.macs(),
+        })
+    }
+
+    pub fn dim_index(&self, name: &str) -> Option<usize> {
+        self.names[..self.ndims].iter().position(|n| *n == name)
+    }
+
+    /// Dims that index no output element: the reduction.
+    pub fn is_reduction(&self, d: usize) -> bool {
+        !self.operands[2].is_relevant(d)
+    }
+}
+
+/// Which array axis a spatial loop occupies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ArrayAxis {
+    Rows,
+    Cols,
+}
+
+/// A mapping: per level, temporal factors and loop order; spatial factors per array axis.
+/// Imperfect factorization is allowed: the product of a dim's factors may exceed its
+/// bound, and the padded iterations are wasted work that the model counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub nlevels: u8,
+    pub ndims: u8,
+    /// `factors[level][dim]`: temporal loop bound at that level (1 = no loop).
+    pub factors: [[u32; MAX_DIMS]; MAX_LEVELS],
+    /// `order[level]`: dims from outermost to innermost loop at that level.
+    pub order: [[u8; MAX_DIMS]; MAX_LEVELS],
+    pub spatial_rows: [u32; MAX_DIMS],
+    pub spatial_cols: [u32; MAX_DIMS],
+    /// `keep[level][operand]`: the level stores the operand (else it bypasses it).
+    /// Starts as the template's `keeps`; a mapping may bypass more, never keep more.
+    pub keep: [[bool; 3]; MAX_LEVELS],
+}
+
+impl Mapping {
+    /// Everything at the outermost level, natural order, no spatial unrolling.
+    pub fn trivial(p: &Problem, t: &Template) -> Mapping {
+        let nlevels = t.levels.len();
+        let mut keep = [[false; 3]; MAX_LEVELS];
+        for (l, lv) in t.levels.iter().enumerate() {
+            keep[l] = lv.keeps;
+        }
+        let mut m = Mapping {
+            keep,
+            nlevels: nlevels as u8,
+            ndims: p.ndims as u8,
+            factors: [[1; MAX_DIMS]; MAX_LEVELS],
+            order: [[0; MAX_DIMS]; MAX_LEVELS],
+            spatial_rows: [1; MAX_DIMS],
+            spatial_cols: [1; MAX_DIMS],
+        };
+        for l in 0..MAX_LEVELS {
+            for d in 0..MAX_DIMS {
+                m.order[l][d] = d as u8;
+            }
+        }
+        for d in 0..p.ndims {
+            m.factors[0][d] = p.bounds[d] as u32;
+        }
+        m
+    }
+
+    pub fn spatial(&self, d: usize) -> u64 {
+        self.spatial_rows[d] as u64 * self.spatial_cols[d] as u64
+    }
+
+    pub fn used_rows(&self) -> u64 {
+        self.spatial_rows[..self.ndims as usize]
+            .iter()
+            .map(|&f| f as u64)
+            .product()
+    }
+
+    pub fn used_cols(&self) -> u64 {
+        self.spatial_cols[..self.ndims as usize]
+            .iter()
+            .map(|&f| f as u64)
+            .product()
+    }
+
+    /// Product of every factor of dim d (temporal and spatial): its padded bound.
+    pub fn padded_bound(&self, d: usize) -> u64 {
+        (0..self.nlevels as usize)
+            .map(|l| self.factors[l][d] as u64)
+            .product::<u64>()
+            * self.spatial(d)
+    }
+
+    /// Checks coverage of every bound and the array's size and spatial rules.
+    pub fn validate(&self, p: &Problem, t: &Template) -> Result<(), MapError> {
+        if self.nlevels as usize != t.levels.len() {
+            return Err(MapError::Invalid(format!(
+                "mapping has {} levels, template '{}' has {}",
+                self.nlevels,
+                t.name,
+                t.levels.len()
+            )));
+        }
+        for d in 0..p.ndims {
+            if self.padded_bound(d) < p.bounds[d] {
+                return Err(MapError::Invalid(format!(
+                    "dim {} is covered to {} of its bound {}",
+                    p.names[d],
+                    self.padded_bound(d),
+                    p.bounds[d]
+                )));
+            }
+        }
+        if self.used_rows() > t.array.rows as u64 || self.used_cols() > t.array.cols as u64 {
+            return Err(MapError::Invalid(format!(
+                "spatial unrolling uses {}x{} PEs; the array is {}x{}",
+                self.used_rows(),
+                self.used_cols(),
+                t.array.rows,
+                t.array.cols
+            )));
+        }
+        for (l, lv) in t.levels.iter().enumerate() {
+            for o in 0..3 {
+                if self.keep[l][o] && !lv.keeps[o] {
+                    return Err(MapError::Invalid(format!(
+                        "level '{}' does not store {} in template '{}'; a mapping can only bypass",
+                        lv.name,
+                        operand_name(o),
+                        t.name
+                    )));
+                }
+                if l == 0 && !self.keep[0][o] {
+                    return Err(MapError::Invalid(format!(
+                        "the outermost level must keep {}",
+                        operand_name(o)
+                    )));
+                }
+            }
+        }
+        for d in 0..p.ndims {
+            let name = p.names[d];
+            if self.spatial_rows[d] > 1 && !t.array.spatial_rows.iter().any(|s| s == name) {
+                return Err(MapError::Invalid(format!(
+                    "array rows may not unroll dim {name}"
+                )));
+            }
+            if self.spatial_cols[d] > 1 && !t.array.spatial_cols.iter().any(|s| s == name) {
+                return Err(MapError::Invalid(format!(
+                    "array cols may not unroll dim {name}"
+                )));
+            }
+            if self.spatial(d) > 1 && p.is_reduction(d) && !t.array.spatial_reduction {
+                return Err(MapError::Invalid(format!(
+                    "dim {name} is a reduction; the array cannot reduce partial sums spatially"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `DRAM[Q28 P4] GLB[M2 S7 Q4] sp[C3r M4r] RF[...]`: loops outer→inner per level.
+    pub fn compact(&self, p: &Problem, t: &Template) -> String {
+        let mut parts = Vec::new();
+        let fan = t.fanout_level();
+        for l in 0..self.nlevels as usize {
+            if l == fan {
+                let mut sp = Vec::new();
+                for d in 0..p.ndims {
+                    if self.spatial_rows[d] > 1 {
+                        sp.push(format!("{}{}r", p.names[d], self.spatial_rows[d]));
+                    }
+                    if self.spatial_cols[d] > 1 {
+                        sp.push(format!("{}{}c", p.names[d], self.spatial_cols[d]));
+                    }
+                }
+                parts.push(format!("sp[{}]", sp.join(" ")));
+            }
+            let loops: Vec<String> = self.order[l][..p.ndims]
+                .iter()
+                .map(|&d| d as usize)
+                .filter(|&d| self.factors[l][d] > 1)
+                .map(|d| format!("{}{}", p.names[d], self.factors[l][d]))
+                .collect();
+            parts.push(format!("{}[{}]", t.levels[l].name, loops.join(" ")));
+        }
+        parts.join(" ")
+    }
+}
+
+/// Operand letter for messages.
+pub fn operand_name(o: usize) -> &'static str {
+    OPERANDS[o]
+}
