@@ -123,6 +123,18 @@ fn tiny_moe_decoder_decode_step() {
 }
 
 #[test]
+fn tiny_dense_llama_style_decoder() {
+    // experts = 1 is a dense SwiGLU FFN (gate, up, mul, down) with GQA attention.
+    let g = family(
+        "moe_transformer",
+        "vocab = 30\ndim = 8\ndepth = 1\nheads = 4\nkv_heads = 2\nexperts = 1\nffn = 12\nseq_len = 5",
+    );
+    let v = passes(&g);
+    assert_eq!(count_kind(&v, "moe"), 0);
+    assert_eq!(count_kind(&v, "mul"), 1);
+}
+
+#[test]
 fn tiny_gpt_decode_with_tied_head() {
     let g = family(
         "gpt",

@@ -42,6 +42,10 @@ pub const TOLERANCE: f64 = 1e-4;
 /// networks (its loops are deliberately naive), and a full-size one would run for hours.
 pub const MAX_MACS: u64 = 100_000_000;
 
+/// Tensor elements (all node outputs together) above which `verify` refuses a graph:
+/// the oracle keeps every tensor in f64, and a huge one should be an error, not an abort.
+pub const MAX_ELEMENTS: u64 = 20_000_000;
+
 /// Everything that stops the engine from producing a verdict. A disagreement is not an
 /// error: it is a verdict, reported in [`Verification`].
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +57,14 @@ pub enum CheckError {
     #[error("einsum '{einsum}': {message}")]
     Einsum { einsum: String, message: String },
     #[error(
-        "'{graph}' has {macs} MACs, more than the reference engine's limit of {limit}; \
+        "'{graph}' has {amount} {what}, more than the reference engine's limit of {limit}; \
          scale it down (smaller widths, image_size, seq_len, batch) to check it"
     )]
     TooLarge {
         graph: String,
-        macs: u64,
+        /// "MACs" or "tensor elements".
+        what: &'static str,
+        amount: u64,
         limit: u64,
     },
 }
@@ -239,12 +245,19 @@ pub fn verify_with(
 ) -> Result<Verification, CheckError> {
     let work = lower::lower(graph)?;
     let macs: u64 = work.iter().map(lower::LayerWork::macs).sum();
-    if macs > MAX_MACS {
-        return Err(CheckError::TooLarge {
-            graph: graph.name.clone(),
-            macs,
-            limit: MAX_MACS,
-        });
+    let elements: u64 = graph.g.node_weights().map(|n| n.output.elements()).sum();
+    for (what, amount, limit) in [
+        ("MACs", macs, MAX_MACS),
+        ("tensor elements", elements, MAX_ELEMENTS),
+    ] {
+        if amount > limit {
+            return Err(CheckError::TooLarge {
+                graph: graph.name.clone(),
+                what,
+                amount,
+                limit,
+            });
+        }
     }
     let exec = naive::execute(graph, oracle)?;
     let mut layers = Vec::with_capacity(work.len());

@@ -465,7 +465,14 @@ fn a_missing_bias_kernel_is_reported() {
 fn a_full_size_network_is_refused_not_run() {
     let g = crate::workload::families::build("resnet", toml::Table::new(), &Default::default())
         .unwrap();
-    assert!(matches!(verify(&g, SEED), Err(CheckError::TooLarge { .. })));
+    assert!(matches!(
+        verify(&g, SEED),
+        Err(CheckError::TooLarge { what: "MACs", .. })
+    ));
+    // No MACs at all, but 10^10 elements: refused before anything is allocated.
+    let g = single_op_graph("relu shape=100000x100000").unwrap();
+    let e = verify(&g, SEED).unwrap_err();
+    assert!(e.to_string().contains("tensor elements"), "{e}");
 }
 
 #[test]
