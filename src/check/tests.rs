@@ -482,3 +482,116 @@ fn the_report_prints_one_row_per_layer() {
     assert!(text.contains("linear") && text.contains("ok"), "{text}");
     assert!(v.max_rel_err() < 1e-12);
 }
+
+// ---- randomized sweeps: any valid configuration must pass all three comparisons ----
+
+mod sweeps {
+    use super::*;
+    use crate::workload::op::{Attention, Conv1d};
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 48,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Random grouped, strided, dilated, asymmetrically padded convs. Checked against
+        /// the GEMM path (im2col) and the Einsum executor; invalid shapes are skipped.
+        #[test]
+        fn conv2d_any_geometry(
+            n in 1usize..3, cg in 1usize..4, kg in 1usize..4, groups in 1usize..4,
+            h in 1usize..9, w in 1usize..9, r in 1usize..4, s in 1usize..4,
+            sh in 1usize..4, sw in 1usize..4, dh in 1usize..3, dw in 1usize..3,
+            pt in 0usize..3, pl in 0usize..3, pb in 0usize..3, pr in 0usize..3, bias: bool,
+        ) {
+            let mut g = Graph::new("conv", DType::Fp32);
+            let x = g.input("x", &[n, cg * groups, h, w]).unwrap();
+            let c = Conv2d {
+                out_channels: kg * groups,
+                kernel: [r, s],
+                stride: [sh, sw],
+                pad_begin: [pt, pl],
+                pad_end: [pb, pr],
+                dilation: [dh, dw],
+                groups,
+                bias,
+            };
+            prop_assume!(g.add("conv", Op::Conv2d(c), &[x]).is_ok());
+            let v = verify(&g, SEED).unwrap();
+            prop_assert!(v.passed(), "{}", v);
+        }
+
+        #[test]
+        fn conv1d_any_geometry(
+            n in 1usize..3, cg in 1usize..4, kg in 1usize..4, groups in 1usize..4,
+            l in 1usize..12, kernel in 1usize..5, stride in 1usize..4, dil in 1usize..3,
+            pad in 0usize..3, causal: bool, bias: bool,
+        ) {
+            let mut g = Graph::new("conv1d", DType::Fp32);
+            let x = g.input("x", &[n, cg * groups, l]).unwrap();
+            let c = Conv1d { out_channels: kg * groups, kernel, stride, pad, dilation: dil, groups, causal, bias };
+            prop_assume!(g.add("conv", Op::Conv1d(c), &[x]).is_ok());
+            let v = verify(&g, SEED).unwrap();
+            prop_assert!(v.passed(), "{}", v);
+        }
+
+        /// Random (grouped-query, causal, cached) attention shapes, checked against the
+        /// per-head GEMM path and the scores/context Einsums.
+        #[test]
+        fn attention_any_shape(
+            b in 1usize..3, kv_heads in 1usize..3, group in 1usize..4, head_dim in 1usize..5,
+            sq in 1usize..5, skv in 1usize..5, cache in 0usize..5, causal: bool,
+        ) {
+            let heads = kv_heads * group;
+            let mut g = Graph::new("attn", DType::Fp32);
+            let q = g.input("q", &[b, sq, heads * head_dim]).unwrap();
+            let k = g.input("k", &[b, skv, kv_heads * head_dim]).unwrap();
+            let v = g.input("v", &[b, skv, kv_heads * head_dim]).unwrap();
+            let at = Attention { heads, kv_heads, head_dim, causal, kv_cache: cache };
+            g.add("attn", Op::Attention(at), &[q, k, v]).unwrap();
+            let v = verify(&g, SEED).unwrap();
+            prop_assert!(v.passed(), "{}", v);
+        }
+
+        /// Random MoE routing statistics (skew, capacity, top-k, gated or not): counted
+        /// MACs must equal the lowering's per-expert GEMMs, outputs the GEMM path's.
+        #[test]
+        fn moe_any_routing(
+            tokens in 1usize..10, d in 1usize..5, experts in 1usize..6, k in 1usize..3,
+            ffn in 1usize..5, skew in 0.0f64..3.0, capacity in 0.0f64..2.0, gated: bool,
+        ) {
+            let top_k = k.min(experts);
+            let m = crate::workload::op::Moe {
+                experts,
+                top_k,
+                ffn_dim: ffn,
+                gated,
+                activation: Activation::Silu,
+                capacity_factor: (capacity > 0.25).then_some(capacity),
+                routing: if skew > 0.1 { crate::workload::Routing::Zipf(skew) } else { crate::workload::Routing::Balanced },
+            };
+            let mut g = Graph::new("moe", DType::Fp32);
+            let x = g.input("x", &[1, tokens, d]).unwrap();
+            g.add("moe", Op::Moe(m), &[x]).unwrap();
+            let v = verify(&g, SEED).unwrap();
+            prop_assert!(v.passed(), "{}", v);
+        }
+
+        /// Linear on any axis of a rank-1..4 tensor.
+        #[test]
+        fn linear_any_axis(dims in proptest::collection::vec(1usize..5, 1..5), pick in 0usize..4, out in 1usize..5, bias: bool) {
+            let axis = pick % dims.len();
+            let mut g = Graph::new("linear", DType::Fp32);
+            let x = g.input("x", &dims).unwrap();
+            let op = Op::Linear { out_features: out, bias, axis: Some(axis), tied: false };
+            g.add("fc", op, &[x]).unwrap();
+            let v = verify(&g, SEED).unwrap();
+            prop_assert!(v.passed(), "{}", v);
+        }
+    }
+}
