@@ -806,7 +806,6 @@ fn squeeze_excite(
 ) -> NodeRun {
     let (n, c) = (x.shape[0], x.shape[1]);
     let area: usize = x.shape[2] * x.shape[3];
-    let reduced = p.w1.shape[0];
     let mut pooled = Tensor::zeros(&[n, c]);
     for ni in 0..n {
         for ci in 0..c {
@@ -838,7 +837,6 @@ fn squeeze_excite(
     for (flat, v) in y.data.iter_mut().enumerate() {
         *v *= s.data[flat / area];
     }
-    debug_assert_eq!(reduced, z1.shape[1]);
     NodeRun {
         output: y,
         macs,
