@@ -123,6 +123,8 @@ pub fn load_str(
     };
     let mut table: Table =
         toml::from_str(text).map_err(|e| parse_err(format!("malformed TOML: {e}")))?;
+    // Check the structure on the original text first: its errors carry line numbers.
+    toml::from_str::<RawFile>(text).map_err(|e| parse_err(with_line(text, &e.to_string())))?;
     for (key, value) in overrides {
         let v = crate::workload::params::parse_literal(value)
             .unwrap_or_else(|| Value::String(value.clone()));
@@ -139,6 +141,30 @@ pub fn load_str(
     let tech = load_tech(path, &raw.accelerator.tech)?;
     let space = resolve_space(&table, &raw.space, path)?;
     build(raw, tech, path, space)
+}
+
+/// Adds "(line N)" to a serde message about an unknown field when toml gave no span
+/// (fields inside arrays of tables), by finding the key at the start of a line.
+fn with_line(text: &str, message: &str) -> String {
+    if message.contains("line ") {
+        return message.to_string();
+    }
+    let field = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("unknown field"));
+    let line = field.and_then(|f| {
+        text.lines().position(|l| {
+            l.trim_start()
+                .strip_prefix(f)
+                .map(|r| r.trim_start().starts_with('='))
+                .unwrap_or(false)
+        })
+    });
+    match line {
+        Some(n) => format!("line {}: {message}", n + 1),
+        None => message.to_string(),
+    }
 }
 
 /// Sets `key` (dotted; `level.<name>.<field>` picks a level by name) in a template table.

@@ -125,7 +125,8 @@ pub fn evaluate_network(
     }
     // Distinct Einsum shapes not pinned by a mapping file.
     let mut unique: HashMap<Einsum, usize> = HashMap::new();
-    let mut shapes: Vec<Einsum> = Vec::new();
+    // (shape, name of its first Einsum: for messages)
+    let mut shapes: Vec<(Einsum, String)> = Vec::new();
     for w in &work {
         for e in w.einsums() {
             if fixed
@@ -137,15 +138,16 @@ pub fn evaluate_network(
             let key = shape_key(e);
             if !unique.contains_key(&key) {
                 unique.insert(key.clone(), shapes.len());
-                shapes.push(key);
+                shapes.push((key, e.name.clone()));
             }
         }
     }
     let bar = progress_bar(opts.progress, shapes.len());
     let mapped: Vec<Result<Mapped, CostError>> = shapes
         .par_iter()
-        .map(|e| {
-            let p = Problem::from_einsum(e)?;
+        .map(|(e, name)| {
+            let mut p = Problem::from_einsum(e)?;
+            p.name = name.clone();
             let found = mapper::search(&p, t, &opts.search, objective_fn(&p, t, opts.objective))?;
             if let Some(b) = &bar {
                 b.inc(1);

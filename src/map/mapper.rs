@@ -41,7 +41,9 @@ pub struct Found {
 /// Ways to use `cap` lanes for a dim of `bound`: divisors of the bound that fit, and
 /// the padded full-width choice.
 fn factor_options(bound: u64, cap: u64) -> Vec<u64> {
-    let mut v: Vec<u64> = (1..=bound.min(cap)).filter(|f| bound % f == 0).collect();
+    let mut v: Vec<u64> = (1..=bound.min(cap))
+        .filter(|&f| bound.is_multiple_of(f))
+        .collect();
     let full = bound.min(cap);
     if !v.contains(&full) {
         v.push(full);
@@ -129,7 +131,7 @@ fn prime_factors(mut n: u64) -> Vec<u64> {
     let mut v = Vec::new();
     let mut f = 2;
     while f * f <= n {
-        while n % f == 0 {
+        while n.is_multiple_of(f) {
             v.push(f);
             n /= f;
         }
@@ -175,34 +177,36 @@ fn realize(p: &Problem, nl: usize, base: &Mapping, g: &Genome) -> Mapping {
     m
 }
 
-/// Moves factors outward until every level's tiles fit; `None` if even the outermost
-/// placement overflows (the spatial choice alone is too big for a level).
+/// Moves factors outward until every level's tiles fit; `Err(level)` if a level still
+/// overflows (with every loop outside it, its tiles are as small as they get).
 fn repair(
     p: &Problem,
     t: &Template,
     base: &Mapping,
     g: &mut Genome,
     rng: &mut ChaCha8Rng,
-) -> Option<(Mapping, Counts)> {
+) -> Result<(Mapping, Counts), usize> {
     let nl = t.levels.len();
+    let mut last = 0;
     for _ in 0..4 * g.genes.len() + 4 {
         let m = realize(p, nl, base, g);
         let c = analyze(p, t, &m);
         let Some(l) = c.overflow else {
-            return Some((m, c));
+            return Ok((m, c));
         };
+        last = l;
         // Candidates: factors at level l or inside it (they all enlarge l's tile).
         let movable: Vec<usize> = (0..g.genes.len())
             .filter(|&i| g.genes[i].2 >= l && g.genes[i].2 > 0)
             .collect();
         if movable.is_empty() {
-            return None;
+            return Err(l);
         }
         let i = movable[rng.random_range(0..movable.len())];
         let target = if l == 0 { 0 } else { l - 1 };
         g.genes[i].2 = target.min(g.genes[i].2 - 1);
     }
-    None
+    Err(last)
 }
 
 /// Searches mappings of `p` on `t`, minimizing `objective` (lower is better).
@@ -249,9 +253,20 @@ where
                 (Some((bg, _)), true) => mutate(bg, nl, &mut rng),
                 _ => random_genome(&genes, nl, &mut rng),
             };
-            let Some((m, c)) = repair(p, t, &base, &mut g, &mut rng) else {
-                last_why = "tiles overflow a level even with every loop outside it".into();
-                continue;
+            let (m, c) = match repair(p, t, &base, &mut g, &mut rng) {
+                Ok(mc) => mc,
+                Err(l) => {
+                    let lv = &t.levels[l];
+                    last_why = format!(
+                        "{}: level '{}' holds {} words, too few for the smallest tiles of the operands it keeps; \
+                         raise level.{}.size_words (or size_kib) or let it bypass an operand",
+                        t.path.display(),
+                        lv.name,
+                        lv.size_words.unwrap_or(0),
+                        lv.name
+                    );
+                    continue;
+                }
             };
             evaluated += 1;
             let score = objective(&m, &c);

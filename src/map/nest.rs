@@ -45,9 +45,10 @@ fn extents(p: &Problem, t: &Template, m: &Mapping) -> [[u64; MAX_DIMS]; MAX_LEVE
     let fan = t.fanout_level();
     let mut ext = [[1u64; MAX_DIMS]; MAX_LEVELS + 1];
     for l in (0..nl).rev() {
-        for d in 0..p.ndims {
-            let inner = ext[l + 1][d] * if l + 1 == fan { m.spatial(d) } else { 1 };
-            ext[l][d] = inner * m.factors[l][d] as u64;
+        let (outer, inner) = ext.split_at_mut(l + 1);
+        for (d, e) in outer[l].iter_mut().enumerate().take(p.ndims) {
+            let below = inner[0][d] * if l + 1 == fan { m.spatial(d) } else { 1 };
+            *e = below * m.factors[l][d] as u64;
         }
     }
     ext
@@ -156,6 +157,7 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
         .product();
 
     let mut arrivals_of = [[0u64; 3]; MAX_LEVELS];
+    #[allow(clippy::needless_range_loop)] // o indexes four parallel per-operand tables
     for o in 0..3 {
         let mut chain_buf = [0usize; MAX_LEVELS];
         let mut n = 0;

@@ -2,6 +2,10 @@
 //! is a family at fixed parameters; the same builders later span NAS search spaces.
 
 mod cnn;
+mod mamba;
+mod mbconv;
+mod mixer;
+mod nasbench201;
 mod net;
 mod transformer;
 
@@ -44,7 +48,11 @@ pub struct Family {
 pub fn all() -> Vec<&'static Family> {
     let mut v: Vec<&'static Family> = Vec::new();
     v.extend(cnn::FAMILIES);
+    v.extend(mbconv::FAMILIES);
+    v.extend(nasbench201::FAMILIES);
     v.extend(transformer::FAMILIES);
+    v.extend(mixer::FAMILIES);
+    v.extend(mamba::FAMILIES);
     v
 }
 

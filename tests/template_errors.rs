@@ -1,0 +1,185 @@
+//! Bad templates and mapping files: each is a clear error that names the file and the
+//! key (or level), exits non-zero, and does not panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn coex(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_coex"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention '{n}': {err}");
+    }
+}
+
+/// The shipped pe_buffer_ws template with one text substitution, written beside the
+/// real ones (so its `tech = "45nm"` resolves) under a unique name.
+fn variant(name: &str, from: &str, to: &str) -> PathBuf {
+    let src = std::fs::read_to_string(root().join("accelerators/asic/pe_buffer_ws.toml")).unwrap();
+    assert!(src.contains(from), "fixture text '{from}' present");
+    let dir = root().join("target/test-templates/asic");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tech = root().join("target/test-templates/tech");
+    std::fs::create_dir_all(&tech).unwrap();
+    std::fs::copy(
+        root().join("accelerators/tech/45nm.toml"),
+        tech.join("45nm.toml"),
+    )
+    .unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, src.replacen(from, to, 1)).unwrap();
+    path
+}
+
+const OP: &str = "conv2d n=1 c=16 h=8 w=8 k=16 r=3 s=3 pad=1";
+
+#[test]
+fn zero_size_level() {
+    let p = variant("zero_size", "size_kib = 256", "size_kib = 0");
+    let out = coex(&["eval", "--op", OP, "--accel", p.to_str().unwrap()]);
+    assert_clean_error(
+        &out,
+        &["zero_size.toml", "level.GLB.size_kib", "at least one word"],
+    );
+}
+
+#[test]
+fn array_unrolls_a_dim_no_operand_has() {
+    let p = variant(
+        "bad_dim",
+        r#"rows = ["C", "R", "S"]"#,
+        r#"rows = ["C", "Z"]"#,
+    );
+    let out = coex(&["eval", "--op", OP, "--accel", p.to_str().unwrap()]);
+    assert_clean_error(&out, &["bad_dim.toml", "array.spatial.rows", "'Z'"]);
+}
+
+#[test]
+fn buffer_too_small_for_any_tile() {
+    // The PE-local buffer keeps I, W and O: it needs at least 3 words.
+    let p = variant("tiny", "size_kib = 2\n", "size_words = 2\n");
+    let out = coex(&["eval", "--op", OP, "--accel", p.to_str().unwrap()]);
+    assert_clean_error(&out, &["tiny.toml", "pe_buffer", "holds 2 words"]);
+}
+
+#[test]
+fn unknown_template_key_names_key_and_line() {
+    let p = variant(
+        "typo",
+        "bandwidth_bytes_per_cycle = 128",
+        "bandwith_bytes_per_cycle = 128",
+    );
+    let out = coex(&["eval", "--op", OP, "--accel", p.to_str().unwrap()]);
+    assert_clean_error(&out, &["typo.toml", "bandwith_bytes_per_cycle", "line "]);
+}
+
+#[test]
+fn override_of_a_missing_level() {
+    let out = coex(&[
+        "eval",
+        "--op",
+        OP,
+        "--accel",
+        "accelerators/asic/eyeriss.toml",
+        "--set",
+        "level.L3.size_kib=4",
+    ]);
+    assert_clean_error(
+        &out,
+        &["eyeriss.toml", "level.L3.size_kib", "no level named 'L3'"],
+    );
+}
+
+#[test]
+fn mapping_file_that_breaks_capacity() {
+    // Everything at the PE-local buffer: its tile is the whole layer.
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("greedy.toml");
+    std::fs::write(
+        &m,
+        r#"[[mapping]]
+layer = "conv2d"
+levels = [{ name = "pe_buffer", loops = "K16 C16 P8 Q8 R3 S3" }]
+"#,
+    )
+    .unwrap();
+    let out = coex(&[
+        "eval",
+        "--op",
+        OP,
+        "--accel",
+        "accelerators/asic/pe_buffer_ws.toml",
+        "--mapping",
+        m.to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, &["greedy.toml", "capacity of level 'pe_buffer'"]);
+}
+
+#[test]
+fn mapping_file_for_a_layer_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("other.toml");
+    std::fs::write(&m, "[[mapping]]\nlayer = \"conv99\"\nlevels = []\n").unwrap();
+    let out = coex(&[
+        "eval",
+        "--op",
+        OP,
+        "--accel",
+        "accelerators/asic/pe_buffer_ws.toml",
+        "--mapping",
+        m.to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, &["other.toml", "conv99"]);
+}
+
+#[test]
+fn a_valid_mapping_file_is_used_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("ok.toml");
+    std::fs::write(
+        &m,
+        r#"[[mapping]]
+layer = "conv2d"
+spatial = { rows = "C16", cols = "K16" }
+levels = [{ name = "DRAM", loops = "P8 Q8" }, { name = "GLB", loops = "R3 S3" }]
+"#,
+    )
+    .unwrap();
+    let out = coex(&[
+        "eval",
+        "--op",
+        OP,
+        "--accel",
+        "accelerators/asic/pe_buffer_ws.toml",
+        "--mapping",
+        m.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layer = &v["layers"][0];
+    assert_eq!(
+        layer["mapping"],
+        "DRAM[P8 Q8] GLB[R3 S3] sp[K16c C16r] pe_buffer[] weight_reg[] acc_reg[]"
+    );
+    // 16x16 PEs all busy: one temporal step per (p, q, r, s) = 8*8*3*3 = 576 cycles of compute.
+    assert_eq!(layer["compute_cycles"], 576.0);
+}
