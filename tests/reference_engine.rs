@@ -8,9 +8,9 @@
 //! the total is also compared with a MAC count computed by hand where it is short.
 
 use coex::check::{self, Verification, TOLERANCE};
-use coex::workload::families::{self, Common, Net};
-use coex::workload::op::{Conv1d, Op};
-use coex::workload::{Activation, DType, Graph, NormKind};
+use coex::workload::families::{self, Common};
+use coex::workload::op::Op;
+use coex::workload::{DType, Graph};
 
 const SEED: u64 = 2024;
 
@@ -159,147 +159,63 @@ fn tiny_vit_mobilenet_vgg() {
     ));
 }
 
-/// A Mamba block (Gu & Dao 2023) built by hand with the Net API, the way the reference
-/// `mamba_simple.py` wires it: RMSNorm, in-projection to x and z, depthwise causal
-/// conv1d (k=4) over time, SiLU, x-projections to Δ-rank / B / C, Δ projection +
-/// softplus, selective scan, SiLU(z) gate, out-projection, residual.
-fn mamba_block(d: usize, d_inner: usize, d_state: usize, dt_rank: usize, seq: usize) -> Graph {
-    let mut n = Net::new(&common("mamba"));
-    let x = n.input("x", &[2, seq, d]).unwrap();
-    let h = n.norm("norm", x, NormKind::Rms).unwrap();
-    let xz = n.linear("in_proj", h, 2 * d_inner, false).unwrap();
-    let slice = |n: &mut Net, name: &str, start| {
-        n.op(
-            name,
-            Op::Slice {
-                axis: 2,
-                start,
-                end: start + d_inner,
-            },
-            &[xz],
-        )
-    };
-    let xs = slice(&mut n, "x_half", 0).unwrap();
-    let z = slice(&mut n, "z_half", d_inner).unwrap();
-    let t = n.transpose("to_channels", xs, &[0, 2, 1]).unwrap();
-    let conv = Conv1d {
-        out_channels: d_inner,
-        kernel: 4,
-        stride: 1,
-        pad: 0,
-        dilation: 1,
-        groups: d_inner,
-        causal: true,
-        bias: true,
-    };
-    let t = n.op("conv1d", Op::Conv1d(conv), &[t]).unwrap();
-    let t = n.transpose("to_tokens", t, &[0, 2, 1]).unwrap();
-    let u = n.act("conv_act", t, Activation::Silu).unwrap();
-    let dt = n.linear("x_proj.dt", u, dt_rank, false).unwrap();
-    let bm = n.linear("x_proj.B", u, d_state, false).unwrap();
-    let cm = n.linear("x_proj.C", u, d_state, false).unwrap();
-    let dt = n.linear("dt_proj", dt, d_inner, true).unwrap();
-    let delta = n.act("dt_softplus", dt, Activation::Softplus).unwrap();
-    let y = n
-        .op("scan", Op::SelectiveScan { d_state }, &[u, delta, bm, cm])
-        .unwrap();
-    let gate = n.act("z_act", z, Activation::Silu).unwrap();
-    let y = n.mul("gate", y, gate).unwrap();
-    let y = n.linear("out_proj", y, d, false).unwrap();
-    n.add("residual", x, y).unwrap();
-    n.finish()
-}
-
 #[test]
-fn tiny_mamba_block() {
-    let (d, di, ds, r, l) = (4, 8, 3, 2, 6);
-    let v = passes(&mamba_block(d, di, ds, r, l));
-    // Hand count: in_proj, conv (depthwise k=4), x_proj (r + 2·ds), dt_proj, out_proj.
-    let tokens = 2 * l;
-    let expected = tokens * (d * 2 * di + di * 4 + di * (r + 2 * ds) + r * di + di * d);
-    assert_eq!(v.counted_macs(), expected as u64);
-}
-
-/// An MLP-Mixer (Tolstikhin et al. 2021) built by hand: patch-embedding conv, tokens to
-/// `[B, S, C]`, blocks of LayerNorm → token-mixing MLP (linear on axis 1) → residual →
-/// LayerNorm → channel MLP → residual, then LayerNorm, mean over tokens, head.
-fn mixer(dim: usize, tokens_hidden: usize, channels_hidden: usize, depth: usize) -> Graph {
-    let mut n = Net::new(&common("mixer"));
-    let img = n.input("image", &[2, 3, 8, 8]).unwrap();
-    let p = n
-        .conv(
-            "stem",
-            img,
-            coex::workload::Conv2d::new(dim, 4, 4, 0).bias(true),
-        )
-        .unwrap();
-    let p = n
-        .op(
-            "stem.flatten",
-            Op::Reshape {
-                shape: vec![0, 0, -1],
-            },
-            &[p],
-        )
-        .unwrap();
-    let mut y = n.transpose("stem.tokens", p, &[0, 2, 1]).unwrap();
-    let on_axis = |out, axis| Op::Linear {
-        out_features: out,
-        bias: true,
-        axis,
-        tied: false,
-    };
-    for i in 0..depth {
-        let b = format!("blocks.{i}");
-        let seq = n.shape(y)[1];
-        let h = n.norm(&format!("{b}.norm1"), y, NormKind::Layer).unwrap();
-        let h = n
-            .op(
-                &format!("{b}.token_mlp.fc1"),
-                on_axis(tokens_hidden, Some(1)),
-                &[h],
-            )
-            .unwrap();
-        let h = n
-            .act(&format!("{b}.token_mlp.act"), h, Activation::Gelu)
-            .unwrap();
-        let h = n
-            .op(&format!("{b}.token_mlp.fc2"), on_axis(seq, Some(1)), &[h])
-            .unwrap();
-        y = n.add(&format!("{b}.add1"), y, h).unwrap();
-        let h = n.norm(&format!("{b}.norm2"), y, NormKind::Layer).unwrap();
-        let h = n
-            .op(
-                &format!("{b}.channel_mlp.fc1"),
-                on_axis(channels_hidden, None),
-                &[h],
-            )
-            .unwrap();
-        let h = n
-            .act(&format!("{b}.channel_mlp.act"), h, Activation::Gelu)
-            .unwrap();
-        let h = n
-            .op(&format!("{b}.channel_mlp.fc2"), on_axis(dim, None), &[h])
-            .unwrap();
-        y = n.add(&format!("{b}.add2"), y, h).unwrap();
-    }
-    let y = n.norm("norm", y, NormKind::Layer).unwrap();
-    let y = n.global_pool("pool", y).unwrap();
-    n.linear("head", y, 3, true).unwrap();
-    n.finish()
+fn tiny_mamba_prefill_and_decode() {
+    // Family `mamba`: RMSNorm, in-projections, depthwise causal conv1d (k = 4) between
+    // transposes, SiLU, x-projections, Δ projection + softplus, selective scan, SiLU(z)
+    // gate, out-projection, residual; tied LM head.
+    let (dim, di, n, r, l, vocab) = (8, 16, 3, 1, 6, 20);
+    let g = family(
+        "mamba",
+        "vocab = 20\ndim = 8\ndepth = 2\nd_state = 3\nseq_len = 6",
+    );
+    let v = passes(&g);
+    assert_eq!(count_kind(&v, "selective_scan"), 2);
+    // Hand count per token and block: in_proj x and z, conv (depthwise, 4 taps), x_proj
+    // (dt_rank + 2N outputs), dt_proj, out_proj; then the tied head.
+    let per_token = 2 * dim * di + di * 4 + di * (r + 2 * n) + r * di + di * dim;
+    assert_eq!(v.counted_macs(), (l * (2 * per_token + dim * vocab)) as u64);
+    passes(&family(
+        "mamba",
+        "vocab = 20\ndim = 8\ndepth = 1\nd_state = 3\nmode = \"decode\"",
+    ));
 }
 
 #[test]
 fn tiny_mlp_mixer() {
-    let (dim, th, ch, depth) = (6, 5, 12, 2);
-    let v = passes(&mixer(dim, th, ch, depth));
-    // 4 tokens of 4x4x3 patches; per block token MLP 2·C·4·th, channel MLP 2·4·C·ch (×2 batch).
-    let stem = 2 * 4 * dim * 3 * 16;
-    let block = 2 * (2 * dim * 4 * th + 2 * 4 * dim * ch);
-    assert_eq!(
-        v.counted_macs(),
-        (stem + depth * block + 2 * dim * 3) as u64
-    );
+    // Family `mlp_mixer`: patch-embedding conv, token-mixing MLP as linears on axis 1,
+    // channel MLP, LayerNorms, residuals, mean over tokens (rank-3 global pool), head.
+    let (dim, th, ch, depth, tokens) = (6, 5, 12, 2, 4);
+    let v = passes(&family(
+        "mlp_mixer",
+        "patch = 4\ndim = 6\ndepth = 2\ntoken_mlp = 5\nchannel_mlp = 12\nclasses = 3\nimage_size = 8",
+    ));
+    // Hand count: stem 4 patches · dim · 3·4·4; per block token MLP 2·dim·4·th and
+    // channel MLP 2·4·dim·ch; head dim·3.
+    let stem = tokens * dim * 3 * 16;
+    let block = 2 * dim * tokens * th + 2 * tokens * dim * ch;
+    assert_eq!(v.counted_macs(), (stem + depth * block + dim * 3) as u64);
+}
+
+#[test]
+fn tiny_mobilenet_v3_efficientnet_nasbench201() {
+    // Squeeze-excite (hardsigmoid / sigmoid gates), hardswish, depthwise 5x5, MBConv, and
+    // NAS-Bench-201 cells with average pools and residual reductions.
+    for variant in ["small", "large"] {
+        passes(&family(
+            "mobilenet_v3",
+            &format!("variant = \"{variant}\"\nwidth_mult = 0.25\nclasses = 4\nimage_size = 32"),
+        ));
+    }
+    passes(&family(
+        "efficientnet",
+        "width_mult = 0.25\ndepth_mult = 0.25\nclasses = 4\nimage_size = 32",
+    ));
+    let v = passes(&family(
+        "nasbench201",
+        "channels = 4\ncells_per_stage = 1\nimage_size = 16",
+    ));
+    assert!(count_kind(&v, "avgpool") > 0);
 }
 
 #[test]
