@@ -249,7 +249,7 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
     };
     let bias = |channels_total: u64| vec_op(".bias", VectorKind::Elementwise, out.elements(), 1, out.bytes() + channels_total * b, out.bytes());
     match op {
-        Op::Input { .. } => vec![],
+        Op::Input { .. } | Op::Constant { .. } => vec![],
         Op::Conv2d(c) => {
             let mut k = vec![Kernel::Einsum(conv2d(name, c, ins[0], out))];
             if c.bias {

@@ -71,6 +71,21 @@ impl Graph {
         )
     }
 
+    /// Adds a stored constant (`Op::Constant`) in the graph's dtype; it has no inputs,
+    /// so [`Graph::add`] could not tell its element type.
+    pub fn constant(&mut self, name: &str, shape: &[usize], learned: bool) -> Result<NodeIndex, WorkloadError> {
+        let op = Op::Constant {
+            shape: shape.to_vec(),
+            learned,
+        };
+        let output = op.infer(&[]).map_err(|message| WorkloadError::Shape {
+            node: name.to_string(),
+            message,
+        })?;
+        let dtype = self.dtype;
+        self.insert(name, op, TensorInfo::new(output.shape, dtype), &[])
+    }
+
     /// Adds an op fed by `inputs` (in port order), inferring its output shape.
     pub fn add(&mut self, name: &str, op: Op, inputs: &[NodeIndex]) -> Result<NodeIndex, WorkloadError> {
         let tensors: Vec<&TensorInfo> = inputs.iter().map(|&i| &self.g[i].output).collect();
