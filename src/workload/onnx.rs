@@ -111,12 +111,12 @@ pub fn parse(bytes: &[u8], name: &str, batch: Option<usize>) -> Result<Graph, Wo
         });
     }
     let model = ModelProto::decode(bytes).map_err(|e| file_error(format!("protobuf decoding failed ({e}); the file is truncated or corrupt")))?;
-    let opset = default_opset(&model)?;
     let graph = model
         .graph
         .as_ref()
         .filter(|g| !g.node.is_empty())
         .ok_or_else(|| file_error("it holds no graph nodes (an empty or truncated file?)".into()))?;
+    let opset = default_opset(&model)?;
     let mut importer = Importer::new(graph, name, opset)?;
     importer.inputs(&graph.input, batch)?;
     importer.nodes(graph)?;

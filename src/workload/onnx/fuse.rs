@@ -138,14 +138,21 @@ impl<'a, 'm> Index<'a, 'm> {
         let scaled = self.nodes[erf].input.first()?.as_str();
         let div = *self.producer.get(scaled)?;
         self.sole_consumer(scaled)?;
-        let d = &self.nodes[div];
-        let x = d.input.first()?.as_str();
-        let c = d.input.get(1)?.as_str();
-        let scales_down = (self.is(div, "Div") && self.scalar_is(c, std::f64::consts::SQRT_2))
-            || (self.is(div, "Mul") && self.scalar_is(c, std::f64::consts::FRAC_1_SQRT_2));
-        if !scales_down {
-            return None;
+        let x = match self.nodes[div].input.as_slice() {
+            [x, c] if self.is(div, "Div") && self.scalar_is(c, std::f64::consts::SQRT_2) => x,
+            [a, b] if self.is(div, "Mul") => {
+                let inv = std::f64::consts::FRAC_1_SQRT_2;
+                if self.scalar_is(b, inv) {
+                    a
+                } else if self.scalar_is(a, inv) {
+                    b
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
         }
+        .as_str();
         let erf_out = self.out(erf)?;
         let add = self.sole_consumer(erf_out)?;
         if !(self.is(add, "Add") && self.other(add, erf_out).is_some_and(|c| self.scalar_is(c, 1.0))) {

@@ -50,7 +50,8 @@ impl<'m> Importer<'m> {
             "Squeeze" => self.squeeze(n),
             "Slice" => self.slice(n),
             other => Err(format!(
-                "op type '{other}' is not supported by coex; supported op types: {}",
+                "op type '{other}' is not supported by coex{}; supported op types: {}",
+                if other == "Erf" { " outside the erf GELU pattern" } else { "" },
                 SUPPORTED_OPS.join(", ")
             )),
         }
