@@ -42,7 +42,10 @@ use super::{DType, Graph, WorkloadError};
 use constant::{Const, ConstTensor};
 use petgraph::graph::NodeIndex;
 use prost::Message;
-use proto::{attr_type, data_type, AttributeProto, DimValue, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use proto::{
+    attr_type, data_type, AttributeProto, DimValue, GraphProto, ModelProto, NodeProto, TensorProto,
+    ValueInfoProto,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -110,12 +113,18 @@ pub fn parse(bytes: &[u8], name: &str, batch: Option<usize>) -> Result<Graph, Wo
             message: "--batch must be ≥ 1".into(),
         });
     }
-    let model = ModelProto::decode(bytes).map_err(|e| file_error(format!("protobuf decoding failed ({e}); the file is truncated or corrupt")))?;
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        file_error(format!(
+            "protobuf decoding failed ({e}); the file is truncated or corrupt"
+        ))
+    })?;
     let graph = model
         .graph
         .as_ref()
         .filter(|g| !g.node.is_empty())
-        .ok_or_else(|| file_error("it holds no graph nodes (an empty or truncated file?)".into()))?;
+        .ok_or_else(|| {
+            file_error("it holds no graph nodes (an empty or truncated file?)".into())
+        })?;
     let opset = default_opset(&model)?;
     let mut importer = Importer::new(graph, name, opset)?;
     importer.inputs(&graph.input, batch)?;
@@ -134,7 +143,9 @@ fn default_opset(model: &ModelProto) -> Result<i64, WorkloadError> {
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
-        .ok_or_else(|| file_error("it imports no default-domain opset (a truncated file?)".into()))?;
+        .ok_or_else(|| {
+            file_error("it imports no default-domain opset (a truncated file?)".into())
+        })?;
     if version < MIN_OPSET {
         return Err(file_error(format!(
             "opset {version} is older than coex reads ({MIN_OPSET}+, 13+ preferred); upgrade it with onnx.version_converter"
@@ -192,7 +203,11 @@ impl<'m> NodeRef<'m> {
 
     /// Input `i`, or `None` when absent (ONNX marks skipped optional inputs with "").
     fn input(&self, i: usize) -> Option<&'m str> {
-        self.proto.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
+        self.proto
+            .input
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     fn req(&self, i: usize, what: &str) -> Res<&'m str> {
@@ -252,11 +267,15 @@ impl<'m> Attrs<'m> {
     fn string(&self, name: &str, default: &str) -> Res<String> {
         Ok(self
             .get(name, attr_type::STRING)?
-            .map_or(default.to_string(), |a| String::from_utf8_lossy(&a.s).into_owned()))
+            .map_or(default.to_string(), |a| {
+                String::from_utf8_lossy(&a.s).into_owned()
+            }))
     }
 
     fn tensor(&self, name: &str) -> Res<Option<&'m TensorProto>> {
-        Ok(self.get(name, attr_type::TENSOR)?.and_then(|a| a.t.as_ref()))
+        Ok(self
+            .get(name, attr_type::TENSOR)?
+            .and_then(|a| a.t.as_ref()))
     }
 }
 
@@ -291,7 +310,11 @@ impl<'m> Importer<'m> {
     }
 
     /// Adds the graph inputs that are not initializers (those are weights).
-    fn inputs(&mut self, inputs: &'m [ValueInfoProto], batch: Option<usize>) -> Result<(), WorkloadError> {
+    fn inputs(
+        &mut self,
+        inputs: &'m [ValueInfoProto],
+        batch: Option<usize>,
+    ) -> Result<(), WorkloadError> {
         for vi in inputs {
             if self.values.contains_key(vi.name.as_str()) {
                 continue;
@@ -398,7 +421,11 @@ impl<'m> Importer<'m> {
             return Ok(idx);
         }
         // Scalars are stored as [1] so they broadcast like any tensor.
-        let shape = if c.dims.is_empty() { vec![1] } else { c.dims.clone() };
+        let shape = if c.dims.is_empty() {
+            vec![1]
+        } else {
+            c.dims.clone()
+        };
         let learned = c.is_float() && c.elements() > 1;
         let node_name = self.unique(name);
         let idx = self
@@ -414,7 +441,13 @@ impl<'m> Importer<'m> {
     }
 
     /// Adds a coex op named after the ONNX node (plus `suffix`), inferring its shape.
-    fn add(&mut self, n: &NodeRef<'m>, suffix: &str, op: Op, inputs: &[NodeIndex]) -> Res<NodeIndex> {
+    fn add(
+        &mut self,
+        n: &NodeRef<'m>,
+        suffix: &str,
+        op: Op,
+        inputs: &[NodeIndex],
+    ) -> Res<NodeIndex> {
         let name = self.unique(&format!("{}{suffix}", n.label));
         self.g.add(&name, op, inputs).map_err(|e| match e {
             WorkloadError::Shape { message, .. } => message,
@@ -510,9 +543,12 @@ fn input_dtype(elem_type: i32) -> Res<DType> {
     }
     match elem_type {
         data_type::INT8 | data_type::UINT8 | data_type::BOOL => Ok(DType::Int8),
-        data_type::INT16 | data_type::UINT16 | data_type::INT32 | data_type::UINT32 | data_type::INT64 | data_type::UINT64 => {
-            Ok(DType::Int32)
-        }
+        data_type::INT16
+        | data_type::UINT16
+        | data_type::INT32
+        | data_type::UINT32
+        | data_type::INT64
+        | data_type::UINT64 => Ok(DType::Int32),
         other => Err(format!("has element type {other}, which coex cannot model")),
     }
 }

@@ -92,7 +92,10 @@ impl ConstTensor {
         let dims = t
             .dims
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| format!("tensor '{}' has a negative dimension {d}", t.name)))
+            .map(|&d| {
+                usize::try_from(d)
+                    .map_err(|_| format!("tensor '{}' has a negative dimension {d}", t.name))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let elements = dims
             .iter()
@@ -141,18 +144,38 @@ fn decode(t: &TensorProto, elements: usize) -> Result<Option<Vec<f64>>, String> 
         if elements > DECODE_LIMIT {
             return Ok(None);
         }
-        return Ok(Some(t.raw_data.chunks_exact(size).map(|b| from_le(t.data_type, b)).collect()));
+        return Ok(Some(
+            t.raw_data
+                .chunks_exact(size)
+                .map(|b| from_le(t.data_type, b))
+                .collect(),
+        ));
     }
     let typed: Option<Vec<f64>> = match t.data_type {
         data_type::FLOAT => Some(t.float_data.iter().map(|&v| f64::from(v)).collect()),
         data_type::DOUBLE => Some(t.double_data.clone()),
         data_type::INT64 => Some(t.int64_data.iter().map(|&v| v as f64).collect()),
-        data_type::UINT32 | data_type::UINT64 => Some(t.uint64_data.iter().map(|&v| v as f64).collect()),
-        data_type::FLOAT16 => Some(t.int32_data.iter().map(|&v| f64::from(f16_to_f32(v as u16))).collect()),
-        data_type::BFLOAT16 => Some(t.int32_data.iter().map(|&v| f64::from(bf16_to_f32(v as u16))).collect()),
-        data_type::INT32 | data_type::INT16 | data_type::INT8 | data_type::UINT16 | data_type::UINT8 | data_type::BOOL => {
-            Some(t.int32_data.iter().map(|&v| f64::from(v)).collect())
+        data_type::UINT32 | data_type::UINT64 => {
+            Some(t.uint64_data.iter().map(|&v| v as f64).collect())
         }
+        data_type::FLOAT16 => Some(
+            t.int32_data
+                .iter()
+                .map(|&v| f64::from(f16_to_f32(v as u16)))
+                .collect(),
+        ),
+        data_type::BFLOAT16 => Some(
+            t.int32_data
+                .iter()
+                .map(|&v| f64::from(bf16_to_f32(v as u16)))
+                .collect(),
+        ),
+        data_type::INT32
+        | data_type::INT16
+        | data_type::INT8
+        | data_type::UINT16
+        | data_type::UINT8
+        | data_type::BOOL => Some(t.int32_data.iter().map(|&v| f64::from(v)).collect()),
         _ => None,
     };
     match typed {
@@ -217,7 +240,10 @@ pub fn arith(op: &str, a: &ConstTensor, b: &ConstTensor) -> Result<ConstTensor, 
         _ => x / y,
     };
     let (dims, values) = if va.len() == vb.len() {
-        (a.dims.clone(), va.iter().zip(vb).map(|(&x, &y)| f(x, y)).collect())
+        (
+            a.dims.clone(),
+            va.iter().zip(vb).map(|(&x, &y)| f(x, y)).collect(),
+        )
     } else if vb.len() == 1 {
         (a.dims.clone(), va.iter().map(|&x| f(x, vb[0])).collect())
     } else if va.len() == 1 {
@@ -232,7 +258,11 @@ pub fn arith(op: &str, a: &ConstTensor, b: &ConstTensor) -> Result<ConstTensor, 
 }
 
 /// `Gather` of constants along `axis` (picking entries of a shape vector).
-pub fn gather(data: &ConstTensor, indices: &ConstTensor, axis: usize) -> Result<ConstTensor, String> {
+pub fn gather(
+    data: &ConstTensor,
+    indices: &ConstTensor,
+    axis: usize,
+) -> Result<ConstTensor, String> {
     let v = data.values("Gather data")?;
     let idx = indices.int_values("Gather indices")?;
     let extent = *data.dims.get(axis).ok_or("Gather axis out of range")?;
@@ -267,18 +297,28 @@ pub fn concat(parts: &[Const]) -> Result<ConstTensor, String> {
         }
         values.extend_from_slice(p.values("Concat input")?);
     }
-    let data_type = parts.first().map(|p| p.data_type).unwrap_or(data_type::INT64);
+    let data_type = parts
+        .first()
+        .map(|p| p.data_type)
+        .unwrap_or(data_type::INT64);
     Ok(ConstTensor::new(vec![values.len()], data_type, values))
 }
 
 /// `Slice` of a 1-D constant with step 1 (taking part of a shape vector).
 pub fn slice1d(data: &ConstTensor, start: i64, end: i64) -> Result<ConstTensor, String> {
     if data.dims.len() != 1 {
-        return Err(format!("only 1-D constants slice at import time, got dims {:?}", data.dims));
+        return Err(format!(
+            "only 1-D constants slice at import time, got dims {:?}",
+            data.dims
+        ));
     }
     let v = data.values("Slice data")?;
     let (s, e) = clamp_range(start, end, v.len());
-    Ok(ConstTensor::new(vec![e - s], data.data_type, v[s..e].to_vec()))
+    Ok(ConstTensor::new(
+        vec![e - s],
+        data.data_type,
+        v[s..e].to_vec(),
+    ))
 }
 
 /// ONNX `Slice`/`Shape` index clamping: negatives count from the end, then clamp to
@@ -337,8 +377,16 @@ mod tests {
     #[test]
     fn shape_arithmetic_folds() {
         let shape = ConstTensor::ints(&[2, 8, 16]);
-        let b = gather(&shape, &ConstTensor::new(vec![], data_type::INT64, vec![0.0]), 0).unwrap();
-        assert_eq!((b.dims.clone(), b.int_values("").unwrap()), (vec![], vec![2]));
+        let b = gather(
+            &shape,
+            &ConstTensor::new(vec![], data_type::INT64, vec![0.0]),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            (b.dims.clone(), b.int_values("").unwrap()),
+            (vec![], vec![2])
+        );
         let tail = slice1d(&shape, 1, i64::MAX).unwrap();
         assert_eq!(tail.int_values("").unwrap(), vec![8, 16]);
         let halves = arith("Div", &tail, &ConstTensor::ints(&[2])).unwrap();

@@ -40,8 +40,13 @@ pub fn find<'m>(graph: &'m GraphProto, uses: &HashMap<&'m str, usize>) -> Fusion
             "HardSigmoid" => index.gated(i, Activation::Hardswish),
             _ => None,
         };
-        let Some((fused, nodes)) = found else { continue };
-        if nodes.iter().any(|n| fusions.skip.contains(n) || fusions.at.contains_key(n)) {
+        let Some((fused, nodes)) = found else {
+            continue;
+        };
+        if nodes
+            .iter()
+            .any(|n| fusions.skip.contains(n) || fusions.at.contains_key(n))
+        {
             continue;
         }
         let first = *nodes.iter().min().expect("a pattern has nodes");
@@ -130,7 +135,10 @@ impl<'a, 'm> Index<'a, 'm> {
 
     /// Whether node `i` is a `Mul` of `tensor` by the scalar `want`.
     fn mul_by(&self, i: usize, tensor: &str, want: f64) -> bool {
-        self.is(i, "Mul") && self.other(i, tensor).is_some_and(|c| self.scalar_is(c, want))
+        self.is(i, "Mul")
+            && self
+                .other(i, tensor)
+                .is_some_and(|c| self.scalar_is(c, want))
     }
 
     /// erf GELU anchored at its `Erf` node: returns the pattern and its nodes.
@@ -155,7 +163,11 @@ impl<'a, 'm> Index<'a, 'm> {
         .as_str();
         let erf_out = self.out(erf)?;
         let add = self.sole_consumer(erf_out)?;
-        if !(self.is(add, "Add") && self.other(add, erf_out).is_some_and(|c| self.scalar_is(c, 1.0))) {
+        if !(self.is(add, "Add")
+            && self
+                .other(add, erf_out)
+                .is_some_and(|c| self.scalar_is(c, 1.0)))
+        {
             return None;
         }
         let add_out = self.out(add)?;

@@ -51,7 +51,11 @@ impl<'m> Importer<'m> {
             "Slice" => self.slice(n),
             other => Err(format!(
                 "op type '{other}' is not supported by coex{}; supported op types: {}",
-                if other == "Erf" { " outside the erf GELU pattern" } else { "" },
+                if other == "Erf" {
+                    " outside the erf GELU pattern"
+                } else {
+                    ""
+                },
                 SUPPORTED_OPS.join(", ")
             )),
         }
@@ -85,7 +89,10 @@ impl<'m> Importer<'m> {
         let (out_channels, kernel) = (w.dims[0], &w.dims[2..]);
         if let Some(k) = a.ints("kernel_shape")? {
             if !k.iter().map(|&v| v as usize).eq(kernel.iter().copied()) {
-                return Err(format!("kernel_shape {k:?} disagrees with the weight {:?}", w.dims));
+                return Err(format!(
+                    "kernel_shape {k:?} disagrees with the weight {:?}",
+                    w.dims
+                ));
             }
         }
         if w.dims[1] * groups != xs[1] {
@@ -176,12 +183,26 @@ impl<'m> Importer<'m> {
                 self.emit(n, linear(out_features, bias), &[x])
             }
             Value::Act(b) => {
-                let y = self.add(n, "", Op::MatMul { transpose_b: trans_b }, &[x, b])?;
+                let y = self.add(
+                    n,
+                    "",
+                    Op::MatMul {
+                        transpose_b: trans_b,
+                    },
+                    &[x, b],
+                )?;
                 let Some(c) = n.input(2) else {
                     return Ok(Value::Act(y));
                 };
                 let c = self.operand(c)?;
-                Ok(Value::Act(self.add(n, ".bias", Op::Binary { op: BinaryKind::Add }, &[y, c])?))
+                Ok(Value::Act(self.add(
+                    n,
+                    ".bias",
+                    Op::Binary {
+                        op: BinaryKind::Add,
+                    },
+                    &[y, c],
+                )?))
             }
         }
     }
@@ -237,7 +258,13 @@ impl<'m> Importer<'m> {
         if n.attrs().int("training_mode", 0)? != 0 {
             return Err("training_mode=1 is not supported (coex models inference)".into());
         }
-        self.emit(n, Op::Norm { kind: NormKind::Batch }, &[x])
+        self.emit(
+            n,
+            Op::Norm {
+                kind: NormKind::Batch,
+            },
+            &[x],
+        )
     }
 
     /// Checks that input `i` is stored and holds one value per channel.
@@ -270,7 +297,13 @@ impl<'m> Importer<'m> {
             );
         }
         self.per_channel(n, 2, "B", width)?;
-        self.emit(n, Op::Norm { kind: NormKind::Layer }, &[x])
+        self.emit(
+            n,
+            Op::Norm {
+                kind: NormKind::Layer,
+            },
+            &[x],
+        )
     }
 
     fn activation(&mut self, n: &NodeRef<'m>, act: Activation) -> Res<Value> {
@@ -281,7 +314,10 @@ impl<'m> Importer<'m> {
     /// Clip(0, 6) is relu6 and Clip(0, ∞) relu; other bounds have no coex op.
     fn clip(&mut self, n: &NodeRef<'m>) -> Res<Value> {
         let (lo, hi) = if self.opset_at_least(11) {
-            (self.optional_scalar(n, 1, "min")?, self.optional_scalar(n, 2, "max")?)
+            (
+                self.optional_scalar(n, 1, "min")?,
+                self.optional_scalar(n, 2, "max")?,
+            )
         } else {
             let a = n.attrs();
             let bound = |name, default| -> Res<Option<f64>> {
@@ -290,18 +326,18 @@ impl<'m> Importer<'m> {
             };
             (bound("min", f32::MIN)?, bound("max", f32::MAX)?)
         };
-        let act = match (lo, hi) {
-            (Some(l), Some(h)) if l == 0.0 && h == 6.0 => Activation::Relu6,
-            (Some(l), None) if l == 0.0 => Activation::Relu,
-            (Some(l), Some(h)) if l == 0.0 && h == f64::INFINITY => Activation::Relu,
-            _ => {
-                let show = |b: Option<f64>| b.map_or("none".to_string(), |v| v.to_string());
-                return Err(format!(
-                    "bounds ({}, {}) are not supported: coex models Clip(0, 6) as relu6 and Clip(0, ∞) as relu",
-                    show(lo),
-                    show(hi)
-                ));
-            }
+        let from_zero = lo == Some(0.0);
+        let act = if from_zero && hi == Some(6.0) {
+            Activation::Relu6
+        } else if from_zero && hi.is_none_or(|h| h == f64::INFINITY) {
+            Activation::Relu
+        } else {
+            let show = |b: Option<f64>| b.map_or("none".to_string(), |v| v.to_string());
+            return Err(format!(
+                "bounds ({}, {}) are not supported: coex models Clip(0, 6) as relu6 and Clip(0, ∞) as relu",
+                show(lo),
+                show(hi)
+            ));
         };
         self.activation(n, act)
     }
@@ -365,8 +401,7 @@ impl<'m> Importer<'m> {
         // Right-aligned broadcast: c's axes line up with the output's last axes.
         let offset = out.len().checked_sub(c.dims.len())?;
         let per_channel = c.elements() == channels
-            && c
-                .dims
+            && c.dims
                 .iter()
                 .enumerate()
                 .all(|(i, &d)| d == if offset + i == axis { channels } else { 1 });
@@ -464,7 +499,9 @@ impl<'m> Importer<'m> {
     /// Reshape to a stored (or folded) shape; coex's reshape reads 0 and -1 as ONNX does.
     fn reshape(&mut self, n: &NodeRef<'m>) -> Res<Value> {
         let v = self.value(n.req(0, "data")?)?;
-        let spec = self.konst(n.req(1, "shape")?, "shape")?.int_values("Reshape shape")?;
+        let spec = self
+            .konst(n.req(1, "shape")?, "shape")?
+            .int_values("Reshape shape")?;
         if n.attrs().int("allowzero", 0)? != 0 && spec.contains(&0) {
             return Err("allowzero=1 with a 0 in the target shape is not supported".into());
         }
@@ -500,8 +537,13 @@ impl<'m> Importer<'m> {
     }
 
     fn concat(&mut self, n: &NodeRef<'m>) -> Res<Value> {
-        let names: Vec<&'m str> = (0..n.proto.input.len()).filter_map(|i| n.input(i)).collect();
-        let values = names.iter().map(|&name| self.value(name)).collect::<Res<Vec<_>>>()?;
+        let names: Vec<&'m str> = (0..n.proto.input.len())
+            .filter_map(|i| n.input(i))
+            .collect();
+        let values = names
+            .iter()
+            .map(|&name| self.value(name))
+            .collect::<Res<Vec<_>>>()?;
         let first = values.first().ok_or("Concat has no inputs")?;
         let consts: Vec<Const> = values
             .iter()
@@ -548,7 +590,10 @@ impl<'m> Importer<'m> {
     /// Gather: of constants folds; a stored 2-D table at activation indices is an
     /// embedding lookup; one stored index into an activation is a slice.
     fn gather(&mut self, n: &NodeRef<'m>) -> Res<Value> {
-        let (data, indices) = (self.value(n.req(0, "data")?)?, self.value(n.req(1, "indices")?)?);
+        let (data, indices) = (
+            self.value(n.req(0, "data")?)?,
+            self.value(n.req(1, "indices")?)?,
+        );
         let axis = normalize_axis(n.attrs().int("axis", 0)?, self.dims_of(&data).len())?;
         match (data, indices) {
             (Value::Const(d), Value::Const(i)) => Ok(Value::Const(Rc::new(constant::gather(&d, &i, axis)?))),
@@ -566,7 +611,13 @@ impl<'m> Importer<'m> {
 
     /// `x[..., k, ...]` on `axis`: a slice, then a reshape dropping the axis when the
     /// index is a scalar (as in picking a class token).
-    fn gather_one(&mut self, n: &NodeRef<'m>, x: NodeIndex, i: &ConstTensor, axis: usize) -> Res<Value> {
+    fn gather_one(
+        &mut self,
+        n: &NodeRef<'m>,
+        x: NodeIndex,
+        i: &ConstTensor,
+        axis: usize,
+    ) -> Res<Value> {
         let idx = i.int_values("Gather indices")?;
         let &[k] = idx.as_slice() else {
             return Err("gathering several indices from an activation is not supported".into());
@@ -574,7 +625,9 @@ impl<'m> Importer<'m> {
         let extent = self.shape(x)[axis] as i64;
         let k = if k < 0 { k + extent } else { k };
         if !(0..extent).contains(&k) {
-            return Err(format!("index {k} is out of range for axis {axis} of extent {extent}"));
+            return Err(format!(
+                "index {k} is out of range for axis {axis} of extent {extent}"
+            ));
         }
         let op = Op::Slice {
             axis,
@@ -587,7 +640,12 @@ impl<'m> Importer<'m> {
         }
         let mut shape: Vec<i64> = self.shape(y).iter().map(|&d| d as i64).collect();
         shape.remove(axis);
-        Ok(Value::Act(self.add(n, ".squeeze", Op::Reshape { shape }, &[y])?))
+        Ok(Value::Act(self.add(
+            n,
+            ".squeeze",
+            Op::Reshape { shape },
+            &[y],
+        )?))
     }
 
     /// Axes from input 1 (opset 13+) or the `axes` attribute (before).
@@ -617,7 +675,13 @@ impl<'m> Importer<'m> {
         }
         let mut rest = dims.iter();
         let target = (0..rank)
-            .map(|i| if new_axes.contains(&i) { 1 } else { rest.next().copied().unwrap_or(1) })
+            .map(|i| {
+                if new_axes.contains(&i) {
+                    1
+                } else {
+                    rest.next().copied().unwrap_or(1)
+                }
+            })
             .collect();
         self.reshaped(n, v, target)
     }
@@ -633,7 +697,9 @@ impl<'m> Importer<'m> {
                 .collect::<Res<Vec<_>>>()?,
         };
         if let Some(&bad) = drop.iter().find(|&&i| dims[i] != 1) {
-            return Err(format!("cannot squeeze axis {bad} of {dims:?}: its extent is not 1"));
+            return Err(format!(
+                "cannot squeeze axis {bad} of {dims:?}: its extent is not 1"
+            ));
         }
         let target = (0..dims.len())
             .filter(|i| !drop.contains(i))
@@ -645,7 +711,12 @@ impl<'m> Importer<'m> {
     /// Slice with step 1: one coex slice per cut axis of an activation; 1-D constants fold.
     fn slice(&mut self, n: &NodeRef<'m>) -> Res<Value> {
         let v = self.value(n.req(0, "data")?)?;
-        let (starts, ends, axes, steps) = self.slice_args(n)?;
+        let SliceArgs {
+            starts,
+            ends,
+            axes,
+            steps,
+        } = self.slice_args(n)?;
         if steps.iter().any(|&s| s != 1) {
             return Err(format!("steps {steps:?}: only step 1 is supported"));
         }
@@ -663,7 +734,9 @@ impl<'m> Importer<'m> {
         let x = match v {
             Value::Const(c) => {
                 return match (axes.as_slice(), c.dims.len()) {
-                    (&[0], 1) => Ok(Value::Const(Rc::new(constant::slice1d(&c, starts[0], ends[0])?))),
+                    (&[0], 1) => Ok(Value::Const(Rc::new(constant::slice1d(
+                        &c, starts[0], ends[0],
+                    )?))),
                     _ => Err("only 1-D stored tensors slice at import time".into()),
                 }
             }
@@ -675,20 +748,28 @@ impl<'m> Importer<'m> {
             if start == 0 && end == dims[axis] {
                 continue;
             }
-            let suffix = if axes.len() > 1 { format!(".{axis}") } else { String::new() };
+            let suffix = if axes.len() > 1 {
+                format!(".{axis}")
+            } else {
+                String::new()
+            };
             y = self.add(n, &suffix, Op::Slice { axis, start, end }, &[y])?;
         }
         Ok(Value::Act(y))
     }
 
-    /// (starts, ends, axes, steps) from inputs (opset 10+) or attributes (before).
-    fn slice_args(&self, n: &NodeRef<'m>) -> Res<(Vec<i64>, Vec<i64>, Option<Vec<i64>>, Vec<i64>)> {
+    /// Slice bounds from inputs (opset 10+) or attributes (before).
+    fn slice_args(&self, n: &NodeRef<'m>) -> Res<SliceArgs> {
         if !self.opset_at_least(10) {
             let a = n.attrs();
             let starts = a.ints("starts")?.ok_or("starts are missing")?;
-            let ends = a.ints("ends")?.ok_or("ends are missing")?;
             let steps = vec![1; starts.len()];
-            return Ok((starts, ends, a.ints("axes")?, steps));
+            return Ok(SliceArgs {
+                ends: a.ints("ends")?.ok_or("ends are missing")?,
+                axes: a.ints("axes")?,
+                starts,
+                steps,
+            });
         }
         let ints = |i: usize, what: &str| -> Res<Option<Vec<i64>>> {
             n.input(i)
@@ -696,10 +777,21 @@ impl<'m> Importer<'m> {
                 .transpose()
         };
         let starts = ints(1, "starts")?.ok_or("starts are missing")?;
-        let ends = ints(2, "ends")?.ok_or("ends are missing")?;
-        let steps = ints(4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
-        Ok((starts, ends, ints(3, "axes")?, steps))
+        Ok(SliceArgs {
+            ends: ints(2, "ends")?.ok_or("ends are missing")?,
+            axes: ints(3, "axes")?,
+            steps: ints(4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]),
+            starts,
+        })
     }
+}
+
+/// The bounds of a `Slice`; `axes: None` means the first `starts.len()` axes.
+struct SliceArgs {
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    axes: Option<Vec<i64>>,
+    steps: Vec<i64>,
 }
 
 /// A linear layer on the last axis.
@@ -765,13 +857,22 @@ fn per_axis(a: &Attrs, name: &str, axes: usize) -> Res<Vec<usize>> {
 }
 
 /// Padding before and after each spatial axis, from `pads` or `auto_pad`.
-fn pads(a: &Attrs, input: &[usize], kernel: &[usize], stride: &[usize], dilation: &[usize]) -> Res<(Vec<usize>, Vec<usize>)> {
+fn pads(
+    a: &Attrs,
+    input: &[usize],
+    kernel: &[usize],
+    stride: &[usize],
+    dilation: &[usize],
+) -> Res<(Vec<usize>, Vec<usize>)> {
     let n = input.len();
     match a.string("auto_pad", "NOTSET")?.as_str() {
         "NOTSET" => {
             let p = a.ints("pads")?.unwrap_or_else(|| vec![0; 2 * n]);
             if p.len() != 2 * n || p.iter().any(|&x| x < 0) {
-                return Err(format!("pads {p:?} should be {} non-negative entries", 2 * n));
+                return Err(format!(
+                    "pads {p:?} should be {} non-negative entries",
+                    2 * n
+                ));
             }
             let p: Vec<usize> = p.iter().map(|&x| x as usize).collect();
             Ok((p[..n].to_vec(), p[n..].to_vec()))
@@ -781,18 +882,26 @@ fn pads(a: &Attrs, input: &[usize], kernel: &[usize], stride: &[usize], dilation
             let (mut begin, mut end) = (Vec::with_capacity(n), Vec::with_capacity(n));
             for i in 0..n {
                 if kernel[i] == 0 || input[i] == 0 {
-                    return Err(format!("kernel {kernel:?} and input {input:?} need every extent ≥ 1"));
+                    return Err(format!(
+                        "kernel {kernel:?} and input {input:?} need every extent ≥ 1"
+                    ));
                 }
                 let out = input[i].div_ceil(stride[i]);
                 let span = (kernel[i] - 1) * dilation[i] + 1;
                 let total = ((out - 1) * stride[i] + span).saturating_sub(input[i]);
                 let (small, big) = (total / 2, total - total / 2);
-                let (b, e) = if mode == "SAME_UPPER" { (small, big) } else { (big, small) };
+                let (b, e) = if mode == "SAME_UPPER" {
+                    (small, big)
+                } else {
+                    (big, small)
+                };
                 begin.push(b);
                 end.push(e);
             }
             Ok((begin, end))
         }
-        other => Err(format!("auto_pad '{other}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")),
+        other => Err(format!(
+            "auto_pad '{other}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER"
+        )),
     }
 }

@@ -9,7 +9,10 @@ fn node(op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributePr
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: outputs.iter().map(|s| s.to_string()).collect(),
-        name: outputs.first().map(|o| format!("n_{o}")).unwrap_or_default(),
+        name: outputs
+            .first()
+            .map(|o| format!("n_{o}"))
+            .unwrap_or_default(),
         op_type: op_type.to_string(),
         attribute: attrs,
         domain: String::new(),
@@ -107,7 +110,12 @@ fn input(name: &str, dims: &[Option<i64>], elem_type: i32) -> ValueInfoProto {
     }
 }
 
-fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, inits: Vec<TensorProto>, opset: i64) -> Vec<u8> {
+fn model(
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    inits: Vec<TensorProto>,
+    opset: i64,
+) -> Vec<u8> {
     ModelProto {
         ir_version: 8,
         producer_name: "coex-test".into(),
@@ -141,7 +149,8 @@ fn import(bytes: &[u8]) -> Result<Graph, WorkloadError> {
 }
 
 fn op_of<'g>(g: &'g Graph, name: &str) -> &'g Op {
-    &g.node(g.find(name).unwrap_or_else(|| panic!("no node {name}"))).op
+    &g.node(g.find(name).unwrap_or_else(|| panic!("no node {name}")))
+        .op
 }
 
 fn shape_of(g: &Graph, name: &str) -> Vec<usize> {
@@ -157,10 +166,21 @@ fn batch_symbolic_fixed_and_overridden() {
     let relu = || vec![node("Relu", &["x"], &["y"], vec![])];
     let sym = model(relu(), vec![image()], vec![], 13);
     assert_eq!(shape_of(&import(&sym).unwrap(), "n_y"), [1, 3, 8, 8]);
-    assert_eq!(shape_of(&parse(&sym, "m", Some(5)).unwrap(), "n_y"), [5, 3, 8, 8]);
-    let fixed = model(relu(), vec![input("x", &[Some(4), Some(3)], data_type::FLOAT)], vec![], 13);
+    assert_eq!(
+        shape_of(&parse(&sym, "m", Some(5)).unwrap(), "n_y"),
+        [5, 3, 8, 8]
+    );
+    let fixed = model(
+        relu(),
+        vec![input("x", &[Some(4), Some(3)], data_type::FLOAT)],
+        vec![],
+        13,
+    );
     assert_eq!(shape_of(&import(&fixed).unwrap(), "n_y"), [4, 3]);
-    assert_eq!(shape_of(&parse(&fixed, "m", Some(2)).unwrap(), "n_y"), [2, 3]);
+    assert_eq!(
+        shape_of(&parse(&fixed, "m", Some(2)).unwrap(), "n_y"),
+        [2, 3]
+    );
     let e = parse(&fixed, "m", Some(0)).unwrap_err().to_string();
     assert!(e.contains("≥ 1"), "{e}");
 }
@@ -174,7 +194,10 @@ fn symbolic_non_batch_axis_is_an_error_naming_the_input() {
         13,
     );
     let e = err_text(&m);
-    assert!(e.contains("'tokens'") && e.contains("axis 1") && e.contains("'d1'"), "{e}");
+    assert!(
+        e.contains("'tokens'") && e.contains("axis 1") && e.contains("'d1'"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -197,9 +220,18 @@ fn same_upper_padding_is_resolved() {
         "Conv",
         &["x", "w"],
         &["y"],
-        vec![string_attr("auto_pad", "SAME_UPPER"), ints_attr("strides", &[2, 2])],
+        vec![
+            string_attr("auto_pad", "SAME_UPPER"),
+            ints_attr("strides", &[2, 2]),
+        ],
     );
-    let g = import(&model(vec![conv], vec![image()], vec![weight("w", &[4, 3, 3, 3])], 13)).unwrap();
+    let g = import(&model(
+        vec![conv],
+        vec![image()],
+        vec![weight("w", &[4, 3, 3, 3])],
+        13,
+    ))
+    .unwrap();
     let want = Conv2d {
         pad_begin: [0, 0],
         pad_end: [1, 1],
@@ -215,10 +247,16 @@ fn unsupported_shapes_and_bounds_name_the_node() {
         "MaxPool",
         &["x"],
         &["p"],
-        vec![ints_attr("kernel_shape", &[2, 2]), ints_attr("pads", &[0, 0, 1, 1])],
+        vec![
+            ints_attr("kernel_shape", &[2, 2]),
+            ints_attr("pads", &[0, 0, 1, 1]),
+        ],
     );
     let e = err_text(&model(vec![pool], vec![image()], vec![], 13));
-    assert!(e.contains("'n_p' (MaxPool)") && e.contains("asymmetric"), "{e}");
+    assert!(
+        e.contains("'n_p' (MaxPool)") && e.contains("asymmetric"),
+        "{e}"
+    );
     let clip = node("Clip", &["x", "lo", "hi"], &["c"], vec![]);
     let bounds = vec![floats("lo", &[], &[-1.0]), floats("hi", &[], &[1.0])];
     let e = err_text(&model(vec![clip], vec![image()], bounds, 13));
@@ -232,12 +270,22 @@ fn unsupported_shapes_and_bounds_name_the_node() {
 fn old_opsets_read_attributes() {
     // Opset 9: Clip bounds and Unsqueeze axes are attributes; Softmax defaults to axis 1.
     let nodes = vec![
-        node("Clip", &["x"], &["c"], vec![float_attr("min", 0.0), float_attr("max", 6.0)]),
+        node(
+            "Clip",
+            &["x"],
+            &["c"],
+            vec![float_attr("min", 0.0), float_attr("max", 6.0)],
+        ),
         node("Unsqueeze", &["c"], &["u"], vec![ints_attr("axes", &[-1])]),
         node("Softmax", &["u"], &["s"], vec![]),
     ];
     let g = import(&model(nodes, vec![seq()], vec![], 9)).unwrap();
-    assert_eq!(op_of(&g, "n_c"), &Op::Act { act: Activation::Relu6 });
+    assert_eq!(
+        op_of(&g, "n_c"),
+        &Op::Act {
+            act: Activation::Relu6
+        }
+    );
     assert_eq!(shape_of(&g, "n_u"), [1, 4, 6, 1]);
     assert_eq!(op_of(&g, "n_s"), &Op::Softmax { axis: 1 });
 }
@@ -249,8 +297,16 @@ fn reading_a_secondary_output_or_an_unknown_tensor_is_explained() {
         node("Relu", &["mask"], &["r"], vec![]),
     ];
     let e = err_text(&model(nodes, vec![seq()], vec![], 13));
-    assert!(e.contains("'n_r' (Relu)") && e.contains("secondary output of node 'n_d'"), "{e}");
-    let e = err_text(&model(vec![node("Relu", &["nowhere"], &["r"], vec![])], vec![seq()], vec![], 13));
+    assert!(
+        e.contains("'n_r' (Relu)") && e.contains("secondary output of node 'n_d'"),
+        "{e}"
+    );
+    let e = err_text(&model(
+        vec![node("Relu", &["nowhere"], &["r"], vec![])],
+        vec![seq()],
+        vec![],
+        13,
+    ));
     assert!(e.contains("'nowhere'") && e.contains("topological"), "{e}");
 }
 
@@ -262,7 +318,12 @@ fn wrongly_typed_attribute_is_an_error() {
         r#type: attr_type::FLOAT,
         ..Default::default()
     };
-    let e = err_text(&model(vec![node("Softmax", &["x"], &["s"], vec![bad])], vec![seq()], vec![], 13));
+    let e = err_text(&model(
+        vec![node("Softmax", &["x"], &["s"], vec![bad])],
+        vec![seq()],
+        vec![],
+        13,
+    ));
     assert!(e.contains("attribute 'axis'"), "{e}");
 }
 
@@ -272,13 +333,23 @@ fn gemm_of_two_activations_is_a_matmul_plus_add() {
     let nodes = vec![
         node("Flatten", &["x"], &["a"], vec![int_attr("axis", -1)]),
         node("Flatten", &["x"], &["b"], vec![int_attr("axis", 2)]),
-        node("Gemm", &["a", "b", "c"], &["y"], vec![int_attr("transB", 1)]),
+        node(
+            "Gemm",
+            &["a", "b", "c"],
+            &["y"],
+            vec![int_attr("transB", 1)],
+        ),
     ];
     let g = import(&model(nodes, vec![seq()], vec![weight("c", &[4, 4])], 13)).unwrap();
     assert_eq!(shape_of(&g, "n_a"), [4, 6]);
     assert_eq!(shape_of(&g, "n_b"), [4, 6]);
     assert_eq!(op_of(&g, "n_y"), &Op::MatMul { transpose_b: true });
-    assert_eq!(op_of(&g, "n_y.bias"), &Op::Binary { op: BinaryKind::Add });
+    assert_eq!(
+        op_of(&g, "n_y.bias"),
+        &Op::Binary {
+            op: BinaryKind::Add
+        }
+    );
     assert_eq!(shape_of(&g, "n_y.bias"), [4, 4]);
     assert_eq!(g.params(), 16, "the stored C is a learned constant");
 }
@@ -287,7 +358,12 @@ fn gemm_of_two_activations_is_a_matmul_plus_add() {
 fn embedding_lookup_class_token_pick_and_slices() {
     let nodes = vec![
         node("Gather", &["table", "ids"], &["e"], vec![]),
-        node("Gather", &["e", "zero"], &["cls"], vec![int_attr("axis", 1)]),
+        node(
+            "Gather",
+            &["e", "zero"],
+            &["cls"],
+            vec![int_attr("axis", 1)],
+        ),
         node("Slice", &["e", "starts", "ends", "axes"], &["s"], vec![]),
     ];
     let inits = vec![
@@ -326,12 +402,23 @@ fn gelu_with_early_half_and_hardswish_collapse() {
         ),
         node("Mul", &["hs", "g"], &["y"], vec![]),
     ];
-    let inits = vec![c("half", 0.5), c("inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2), c("one", 1.0)];
+    let inits = vec![
+        c("half", 0.5),
+        c("inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2),
+        c("one", 1.0),
+    ];
     let g = import(&model(nodes, vec![seq()], inits, 13)).unwrap();
     let ops: Vec<&Op> = g.g.node_indices().map(|i| &g.node(i).op).collect();
     assert_eq!(
         ops[1..],
-        [&Op::Act { act: Activation::Gelu }, &Op::Act { act: Activation::Hardswish }],
+        [
+            &Op::Act {
+                act: Activation::Gelu
+            },
+            &Op::Act {
+                act: Activation::Hardswish
+            }
+        ],
         "{ops:?}"
     );
 }
@@ -347,7 +434,11 @@ fn pattern_with_an_outside_reader_is_not_collapsed() {
         node("Mul", &["x", "a"], &["m"], vec![]),
         node("Mul", &["m", "half"], &["y"], vec![]),
     ];
-    let inits = vec![c("sqrt2", std::f32::consts::SQRT_2), c("one", 1.0), c("half", 0.5)];
+    let inits = vec![
+        c("sqrt2", std::f32::consts::SQRT_2),
+        c("one", 1.0),
+        c("half", 0.5),
+    ];
     let mut m = ModelProto::decode(model(nodes, vec![seq()], inits, 13).as_slice()).unwrap();
     if let Some(g) = m.graph.as_mut() {
         g.output.push(ValueInfoProto {
@@ -356,7 +447,10 @@ fn pattern_with_an_outside_reader_is_not_collapsed() {
         });
     }
     let e = err_text(&m.encode_to_vec());
-    assert!(e.contains("'n_e' (Erf)") && e.contains("outside the erf GELU pattern"), "{e}");
+    assert!(
+        e.contains("'n_e' (Erf)") && e.contains("outside the erf GELU pattern"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -369,7 +463,13 @@ fn stored_weights_may_live_outside_the_file() {
         data_location: 1,
         ..Default::default()
     };
-    let g = import(&model(vec![node("Conv", &["x", "w"], &["y"], vec![])], vec![image()], vec![w], 13)).unwrap();
+    let g = import(&model(
+        vec![node("Conv", &["x", "w"], &["y"], vec![])],
+        vec![image()],
+        vec![w],
+        13,
+    ))
+    .unwrap();
     assert_eq!(shape_of(&g, "n_y"), [1, 2, 8, 8]);
     assert_eq!(g.params(), 6);
 }
@@ -381,7 +481,10 @@ fn pools_and_unknown_domains() {
             "AveragePool",
             &["x"],
             &["p"],
-            vec![ints_attr("kernel_shape", &[3, 3]), ints_attr("pads", &[1, 1, 1, 1])],
+            vec![
+                ints_attr("kernel_shape", &[3, 3]),
+                ints_attr("pads", &[1, 1, 1, 1]),
+            ],
         ),
         node("GlobalMaxPool", &["p"], &["gp"], vec![]),
     ];
@@ -399,15 +502,26 @@ fn pools_and_unknown_domains() {
     let mut custom = node("FusedGemm", &["x"], &["y"], vec![]);
     custom.domain = "com.microsoft".into();
     let e = err_text(&model(vec![custom], vec![image()], vec![], 13));
-    assert!(e.contains("'n_y' (FusedGemm)") && e.contains("com.microsoft"), "{e}");
+    assert!(
+        e.contains("'n_y' (FusedGemm)") && e.contains("com.microsoft"),
+        "{e}"
+    );
 }
 
 #[test]
 fn undecodable_and_empty_files_are_explained() {
     let e = err_text(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
-    assert!(e.contains("not a readable ONNX model") && e.contains("protobuf"), "{e}");
+    assert!(
+        e.contains("not a readable ONNX model") && e.contains("protobuf"),
+        "{e}"
+    );
     let e = err_text(&[]);
     assert!(e.contains("no graph nodes"), "{e}");
-    let old = model(vec![node("Relu", &["x"], &["y"], vec![])], vec![seq()], vec![], 6);
+    let old = model(
+        vec![node("Relu", &["x"], &["y"], vec![])],
+        vec![seq()],
+        vec![],
+        6,
+    );
     assert!(err_text(&old).contains("opset 6"));
 }
