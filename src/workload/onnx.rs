@@ -89,6 +89,11 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Unsqueeze",
 ];
 
+/// Largest tensor accepted, in elements (2^40): beyond any real input, activation or
+/// weight, and low enough that sizes computed from values in a corrupt file do not
+/// overflow.
+pub(crate) const MAX_TENSOR_ELEMENTS: i64 = 1 << 40;
+
 /// Oldest default-domain opset accepted; 13+ is the target (see the module notes).
 const MIN_OPSET: i64 = 7;
 
@@ -449,10 +454,20 @@ impl<'m> Importer<'m> {
         inputs: &[NodeIndex],
     ) -> Res<NodeIndex> {
         let name = self.unique(&format!("{}{suffix}", n.label));
-        self.g.add(&name, op, inputs).map_err(|e| match e {
+        let idx = self.g.add(&name, op, inputs).map_err(|e| match e {
             WorkloadError::Shape { message, .. } => message,
             e => e.to_string(),
-        })
+        })?;
+        let shape = self.shape(idx);
+        let elements = shape
+            .iter()
+            .try_fold(1i64, |acc, &d| acc.checked_mul(i64::try_from(d).ok()?));
+        match elements {
+            Some(e) if e <= MAX_TENSOR_ELEMENTS => Ok(idx),
+            _ => Err(format!(
+                "output {shape:?} has more than {MAX_TENSOR_ELEMENTS} elements"
+            )),
+        }
     }
 
     /// `base`, or `base#2`, `base#3`, … when ONNX reused a name coex already holds.
@@ -502,6 +517,9 @@ fn input_type(vi: &ValueInfoProto, batch: Option<usize>) -> Res<(Vec<usize>, DTy
     let mut shape = Vec::with_capacity(dims.len());
     for (axis, d) in dims.iter().enumerate() {
         let fixed = match &d.value {
+            Some(DimValue::DimValue(v)) if *v > MAX_TENSOR_ELEMENTS => {
+                return Err(format!("axis {axis} has an implausible size {v}"))
+            }
             Some(DimValue::DimValue(v)) if *v > 0 => Some(*v as usize),
             _ => None,
         };
@@ -520,6 +538,15 @@ fn input_type(vi: &ValueInfoProto, batch: Option<usize>) -> Res<(Vec<usize>, DTy
             })?
         };
         shape.push(size);
+    }
+    let elements = shape
+        .iter()
+        .try_fold(1i64, |acc, &d| acc.checked_mul(i64::try_from(d).ok()?))
+        .filter(|&e| e <= MAX_TENSOR_ELEMENTS);
+    if elements.is_none() {
+        return Err(format!(
+            "shape {shape:?} has more than {MAX_TENSOR_ELEMENTS} elements"
+        ));
     }
     Ok((shape, dtype))
 }

@@ -100,7 +100,13 @@ impl ConstTensor {
         let elements = dims
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| format!("tensor '{}' dimensions {dims:?} overflow", t.name))?;
+            .filter(|&e| e as u64 <= super::MAX_TENSOR_ELEMENTS as u64)
+            .ok_or_else(|| {
+                format!(
+                    "tensor '{}' dimensions {dims:?} are implausibly large",
+                    t.name
+                )
+            })?;
         let values = if t.data_location == 1 {
             None
         } else {

@@ -103,6 +103,9 @@ impl<'m> Importer<'m> {
                 xs[1]
             ));
         }
+        for &k in kernel {
+            positive(k as i64, "kernel extent")?;
+        }
         let bias = self.bias(n, 2, out_channels)?;
         let spatial = xs.len() - 2;
         let stride = per_axis(&a, "strides", spatial)?;
@@ -505,6 +508,8 @@ impl<'m> Importer<'m> {
         if n.attrs().int("allowzero", 0)? != 0 && spec.contains(&0) {
             return Err("allowzero=1 with a 0 in the target shape is not supported".into());
         }
+        let dims = self.dims_of(&v);
+        check_reshape_size(&spec, &dims)?;
         let op = Op::Reshape { shape: spec };
         match v {
             Value::Act(x) => self.emit(n, op, &[x]),
@@ -827,11 +832,42 @@ fn constant_node(a: &Attrs) -> Res<ConstTensor> {
     Err("only tensor, float(s) and int(s) values are supported (sparse and string constants are not)".into())
 }
 
+/// Largest extent, stride, dilation, pad or group the importer accepts. Real models
+/// stay far below it; the cap keeps arithmetic on values read from a corrupt file
+/// from overflowing.
+const MAX_EXTENT: i64 = 1 << 24;
+
 fn positive(v: i64, what: &str) -> Res<usize> {
-    usize::try_from(v)
-        .ok()
-        .filter(|&v| v >= 1)
-        .ok_or_else(|| format!("{what} must be ≥ 1, got {v}"))
+    if !(1..=MAX_EXTENT).contains(&v) {
+        return Err(format!(
+            "{what} must be between 1 and {MAX_EXTENT}, got {v}"
+        ));
+    }
+    Ok(v as usize)
+}
+
+/// Rejects a target shape holding more elements than the input before coex's reshape
+/// multiplies its extents (a corrupt shape tensor could overflow that product).
+fn check_reshape_size(spec: &[i64], input: &[usize]) -> Res<()> {
+    let extent = |(i, &d): (usize, &i64)| match d {
+        0 => input.get(i).map_or(1, |&e| e as u128),
+        d if d > 0 => d as u128,
+        _ => 1,
+    };
+    let target = spec
+        .iter()
+        .enumerate()
+        .map(extent)
+        .fold(1u128, u128::saturating_mul);
+    let total = input
+        .iter()
+        .fold(1u128, |acc, &d| acc.saturating_mul(d as u128));
+    if target > total {
+        return Err(format!(
+            "target shape {spec:?} holds more elements than the input {input:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// ONNX axis in `-rank..rank` to `0..rank`.
@@ -868,9 +904,9 @@ fn pads(
     match a.string("auto_pad", "NOTSET")?.as_str() {
         "NOTSET" => {
             let p = a.ints("pads")?.unwrap_or_else(|| vec![0; 2 * n]);
-            if p.len() != 2 * n || p.iter().any(|&x| x < 0) {
+            if p.len() != 2 * n || p.iter().any(|&x| !(0..=MAX_EXTENT).contains(&x)) {
                 return Err(format!(
-                    "pads {p:?} should be {} non-negative entries",
+                    "pads {p:?} should be {} entries between 0 and {MAX_EXTENT}",
                     2 * n
                 ));
             }

@@ -525,3 +525,34 @@ fn undecodable_and_empty_files_are_explained() {
     );
     assert!(err_text(&old).contains("opset 6"));
 }
+
+#[test]
+fn absurd_sizes_are_errors_not_overflows() {
+    let conv = |pads: &[i64]| node("Conv", &["x", "w"], &["y"], vec![ints_attr("pads", pads)]);
+    let w = || vec![weight("w", &[2, 3, 3, 3])];
+    let e = err_text(&model(
+        vec![conv(&[i64::MAX, 0, 0, 0])],
+        vec![image()],
+        w(),
+        13,
+    ));
+    assert!(e.contains("pads"), "{e}");
+    let huge = input(
+        "x",
+        &[None, Some(3), Some(1 << 30), Some(1 << 30)],
+        data_type::FLOAT,
+    );
+    let e = err_text(&model(vec![conv(&[0, 0, 0, 0])], vec![huge], w(), 13));
+    assert!(e.contains("more than"), "{e}");
+    let e = parse(
+        &model(vec![conv(&[0; 4])], vec![image()], w(), 13),
+        "m",
+        Some(usize::MAX),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("more than"), "{e}");
+    let reshape = node("Reshape", &["x", "s"], &["r"], vec![]);
+    let spec = vec![int64s("s", &[1 << 40, 1 << 40, 1 << 40])];
+    let e = err_text(&model(vec![reshape], vec![image()], spec, 13));
+    assert!(e.contains("more elements than the input"), "{e}");
+}
