@@ -29,6 +29,11 @@
 //! - **Batch**: axis 0 of every graph input is the batch. `batch` replaces it; without
 //!   it a symbolic batch becomes 1. Any other symbolic dimension is an error: coex
 //!   models fixed shapes, so the model must be exported with fixed sizes.
+//! - **Gather** of a stored 2-D table at activation indices is an embedding lookup;
+//!   one stored index into an activation is a slice (plus a reshape for a scalar
+//!   index, as in picking a class token). **Cast** of an activation passes it through:
+//!   coex costs activations in the graph's element type.
+//! - `Erf` alone has no coex op; it is read only as part of the GELU pattern.
 //! - Only the first output of each node is modeled (Dropout masks, MaxPool indices and
 //!   BatchNorm training statistics are not); reading another output is an error.
 
@@ -46,7 +51,7 @@ use proto::{
     attr_type, data_type, AttributeProto, DimValue, GraphProto, ModelProto, NodeProto, TensorProto,
     ValueInfoProto,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -59,6 +64,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Clip",
     "Concat",
     "Constant",
+    "ConstantOfShape",
     "Conv",
     "Div",
     "Dropout",
@@ -84,6 +90,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Softplus",
     "Squeeze",
     "Sub",
+    "Sum",
     "Tanh",
     "Transpose",
     "Unsqueeze",
@@ -132,7 +139,7 @@ pub fn parse(bytes: &[u8], name: &str, batch: Option<usize>) -> Result<Graph, Wo
         })?;
     let opset = default_opset(&model)?;
     let mut importer = Importer::new(graph, name, opset)?;
-    importer.inputs(&graph.input, batch)?;
+    importer.inputs(graph, batch)?;
     importer.nodes(graph)?;
     Ok(importer.g)
 }
@@ -314,14 +321,16 @@ impl<'m> Importer<'m> {
         })
     }
 
-    /// Adds the graph inputs that are not initializers (those are weights).
-    fn inputs(
-        &mut self,
-        inputs: &'m [ValueInfoProto],
-        batch: Option<usize>,
-    ) -> Result<(), WorkloadError> {
-        for vi in inputs {
-            if self.values.contains_key(vi.name.as_str()) {
+    /// Adds the graph inputs that are not initializers (those are weights) nor made by
+    /// a node (old files list every weight as an input, even when a node computes it).
+    fn inputs(&mut self, graph: &'m GraphProto, batch: Option<usize>) -> Result<(), WorkloadError> {
+        let produced: HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str))
+            .collect();
+        for vi in &graph.input {
+            if self.values.contains_key(vi.name.as_str()) || produced.contains(vi.name.as_str()) {
                 continue;
             }
             let (shape, dtype) = input_type(vi, batch).map_err(|message| WorkloadError::Onnx {
@@ -409,8 +418,13 @@ impl<'m> Importer<'m> {
     fn konst(&self, name: &str, what: &str) -> Res<Const> {
         match self.value(name)? {
             Value::Const(c) => Ok(c),
-            Value::Act(_) => Err(format!(
-                "{what} '{name}' is computed at run time; coex needs it stored in the model (an initializer or a Constant node)"
+            Value::Act(idx) => Err(format!(
+                "{what} '{name}' is {}; coex needs it stored in the model (an initializer or a Constant node)",
+                if matches!(self.g.node(idx).op, Op::Input { .. }) {
+                    "a graph input"
+                } else {
+                    "computed at run time"
+                }
             )),
         }
     }
@@ -481,7 +495,9 @@ impl<'m> Importer<'m> {
             .expect("an unbounded search finds a free name")
     }
 
-    /// The default Softmax/Flatten-era semantics changed at opset 13.
+    /// Whether the model's default opset is at least `version`: attributes moved to
+    /// inputs at 10 (Slice), 11 (Clip) and 13 (Squeeze/Unsqueeze), and Softmax's
+    /// default axis changed at 13.
     fn opset_at_least(&self, version: i64) -> bool {
         self.opset >= version
     }

@@ -52,6 +52,18 @@ impl ConstTensor {
         )
     }
 
+    /// `dims` filled with `value` (ONNX `ConstantOfShape`); only small fills keep values.
+    pub fn filled(dims: Vec<usize>, data_type: i32, value: f64) -> Result<Self, String> {
+        let elements = checked_elements(&dims)
+            .ok_or_else(|| format!("dimensions {dims:?} are implausibly large"))?;
+        let values = (elements <= DECODE_LIMIT).then(|| vec![value; elements]);
+        Ok(ConstTensor {
+            dims,
+            data_type,
+            values,
+        })
+    }
+
     /// The values, or why they are not available.
     pub fn values(&self, what: &str) -> Result<&[f64], String> {
         self.values.as_deref().ok_or_else(|| {
@@ -97,16 +109,12 @@ impl ConstTensor {
                     .map_err(|_| format!("tensor '{}' has a negative dimension {d}", t.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let elements = dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .filter(|&e| e as u64 <= super::MAX_TENSOR_ELEMENTS as u64)
-            .ok_or_else(|| {
-                format!(
-                    "tensor '{}' dimensions {dims:?} are implausibly large",
-                    t.name
-                )
-            })?;
+        let elements = checked_elements(&dims).ok_or_else(|| {
+            format!(
+                "tensor '{}' dimensions {dims:?} are implausibly large",
+                t.name
+            )
+        })?;
         let values = if t.data_location == 1 {
             None
         } else {
@@ -118,6 +126,13 @@ impl ConstTensor {
             values,
         })
     }
+}
+
+/// Element count, if it stays within the importer's tensor size limit.
+fn checked_elements(dims: &[usize]) -> Option<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&e| e as u64 <= super::MAX_TENSOR_ELEMENTS as u64)
 }
 
 /// Bytes per element of the fixed-width types, as laid out in `raw_data`.
@@ -327,6 +342,46 @@ pub fn slice1d(data: &ConstTensor, start: i64, end: i64) -> Result<ConstTensor, 
     ))
 }
 
+/// `Transpose` of a constant: dimensions permuted, and values too when held (a
+/// stored weight transposed in the graph needs only its new dimensions).
+pub fn transpose(c: &ConstTensor, perm: &[usize]) -> Result<ConstTensor, String> {
+    let mut seen = perm.to_vec();
+    seen.sort_unstable();
+    if seen != (0..c.dims.len()).collect::<Vec<_>>() {
+        return Err(format!(
+            "perm {perm:?} is not a permutation of the axes of {:?}",
+            c.dims
+        ));
+    }
+    let dims: Vec<usize> = perm.iter().map(|&p| c.dims[p]).collect();
+    let values = c.values.as_ref().map(|v| {
+        // Row-major strides of the input, visited in output order.
+        let mut strides = vec![1; c.dims.len()];
+        for i in (0..c.dims.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * c.dims[i + 1];
+        }
+        let mut out = Vec::with_capacity(v.len());
+        let mut index = vec![0; dims.len()];
+        for _ in 0..v.len() {
+            let at: usize = index.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum();
+            out.push(v[at]);
+            for axis in (0..dims.len()).rev() {
+                index[axis] += 1;
+                if index[axis] < dims[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+        out
+    });
+    Ok(ConstTensor {
+        dims,
+        data_type: c.data_type,
+        values,
+    })
+}
+
 /// ONNX `Slice`/`Shape` index clamping: negatives count from the end, then clamp to
 /// `0..=len`; an empty range comes out as `start == end`.
 pub fn clamp_range(start: i64, end: i64, len: usize) -> (usize, usize) {
@@ -399,5 +454,18 @@ mod tests {
         assert_eq!(halves.int_values("").unwrap(), vec![4, 8]);
         let joined = concat(&[Rc::new(ConstTensor::ints(&[2])), Rc::new(halves)]).unwrap();
         assert_eq!(joined.int_values("").unwrap(), vec![2, 4, 8]);
+    }
+
+    #[test]
+    fn transpose_permutes_values() {
+        let m = ConstTensor::new(
+            vec![2, 3],
+            data_type::FLOAT,
+            (0..6).map(f64::from).collect(),
+        );
+        let t = transpose(&m, &[1, 0]).unwrap();
+        assert_eq!(t.dims, [3, 2]);
+        assert_eq!(t.values.unwrap(), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert!(transpose(&m, &[0, 0]).is_err());
     }
 }

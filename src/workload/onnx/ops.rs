@@ -40,6 +40,8 @@ impl<'m> Importer<'m> {
             "Transpose" => self.transpose(n),
             "Softmax" => self.softmax(n),
             "Concat" => self.concat(n),
+            "Sum" => self.sum(n),
+            "ConstantOfShape" => self.constant_of_shape(n),
             // Inference: dropout is the identity.
             "Identity" | "Dropout" => self.value(n.req(0, "input")?),
             "Cast" => self.cast(n),
@@ -172,9 +174,11 @@ impl<'m> Importer<'m> {
             return Err("transA=1 is not supported (coex's linear reads A as [M, K])".into());
         }
         let (alpha, beta) = (a.float("alpha", 1.0)?, a.float("beta", 1.0)?);
-        if alpha != 1.0 || (beta != 1.0 && n.input(2).is_some()) {
+        // beta = 0 drops C, so C is then read as absent.
+        let c_input = if beta == 0.0 { None } else { n.input(2) };
+        if alpha != 1.0 || (beta != 1.0 && c_input.is_some()) {
             return Err(format!(
-                "alpha={alpha}, beta={beta}: only alpha = beta = 1 is supported (fold the scales into the weights)"
+                "alpha={alpha}, beta={beta}: only alpha = 1 and beta = 1 (or 0) are supported (fold the scales into the weights)"
             ));
         }
         let x = self.act(n.req(0, "A")?)?;
@@ -182,7 +186,10 @@ impl<'m> Importer<'m> {
         match self.value(n.req(1, "B")?)? {
             Value::Const(w) => {
                 let out_features = self.fan_in_out(x, &w, trans_b)?;
-                let bias = self.bias(n, 2, out_features)?;
+                let bias = match c_input {
+                    Some(_) => self.bias(n, 2, out_features)?,
+                    None => false,
+                };
                 self.emit(n, linear(out_features, bias), &[x])
             }
             Value::Act(b) => {
@@ -194,7 +201,7 @@ impl<'m> Importer<'m> {
                     },
                     &[x, b],
                 )?;
-                let Some(c) = n.input(2) else {
+                let Some(c) = c_input else {
                     return Ok(Value::Act(y));
                 };
                 let c = self.operand(c)?;
@@ -521,8 +528,8 @@ impl<'m> Importer<'m> {
     }
 
     fn transpose(&mut self, n: &NodeRef<'m>) -> Res<Value> {
-        let x = self.act(n.req(0, "data")?)?;
-        let rank = self.shape(x).len();
+        let v = self.value(n.req(0, "data")?)?;
+        let rank = self.dims_of(&v).len();
         let perm = match n.attrs().ints("perm")? {
             Some(p) => p
                 .iter()
@@ -530,7 +537,82 @@ impl<'m> Importer<'m> {
                 .collect::<Res<Vec<_>>>()?,
             None => (0..rank).rev().collect(),
         };
-        self.emit(n, Op::Transpose { perm }, &[x])
+        match v {
+            Value::Act(x) => self.emit(n, Op::Transpose { perm }, &[x]),
+            Value::Const(c) => Ok(Value::Const(Rc::new(constant::transpose(&c, &perm)?))),
+        }
+    }
+
+    /// Sum of one or more tensors: a chain of adds (`name`, `name.2`, …); a sum of
+    /// constants folds.
+    fn sum(&mut self, n: &NodeRef<'m>) -> Res<Value> {
+        let names: Vec<&'m str> = (0..n.proto.input.len())
+            .filter_map(|i| n.input(i))
+            .collect();
+        let values = names
+            .iter()
+            .map(|&name| self.value(name))
+            .collect::<Res<Vec<_>>>()?;
+        match values.as_slice() {
+            [] => return Err("Sum has no inputs".into()),
+            [only] => return Ok(only.clone()),
+            _ => {}
+        }
+        let all_const: Option<Vec<&Const>> = values
+            .iter()
+            .map(|v| match v {
+                Value::Const(c) => Some(c),
+                Value::Act(_) => None,
+            })
+            .collect();
+        if let Some(consts) = all_const {
+            let mut acc = consts[0].as_ref().clone();
+            for c in &consts[1..] {
+                acc = constant::arith("Add", &acc, c)?;
+            }
+            return Ok(Value::Const(Rc::new(acc)));
+        }
+        let mut acc = self.operand(names[0])?;
+        for (k, &name) in names.iter().enumerate().skip(1) {
+            let b = self.operand(name)?;
+            let suffix = if k == 1 {
+                String::new()
+            } else {
+                format!(".{k}")
+            };
+            acc = self.add(
+                n,
+                &suffix,
+                Op::Binary {
+                    op: BinaryKind::Add,
+                },
+                &[acc, b],
+            )?;
+        }
+        Ok(Value::Act(acc))
+    }
+
+    /// A stored tensor of the given shape filled with one value (default float 0).
+    fn constant_of_shape(&mut self, n: &NodeRef<'m>) -> Res<Value> {
+        let spec = self
+            .konst(n.req(0, "input")?, "shape")?
+            .int_values("shape")?;
+        let dims = spec
+            .iter()
+            .map(|&d| {
+                usize::try_from(d).map_err(|_| format!("shape {spec:?} has a negative extent"))
+            })
+            .collect::<Res<Vec<_>>>()?;
+        let (data_type, value) = match n.attrs().tensor("value")? {
+            Some(t) => {
+                let c = ConstTensor::from_proto(t)?;
+                (c.data_type, c.scalar("value")?)
+            }
+            None => (data_type::FLOAT, 0.0),
+        };
+        Ok(Value::Const(Rc::new(ConstTensor::filled(
+            dims, data_type, value,
+        )?)))
     }
 
     fn softmax(&mut self, n: &NodeRef<'m>) -> Res<Value> {

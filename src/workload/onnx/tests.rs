@@ -556,3 +556,51 @@ fn absurd_sizes_are_errors_not_overflows() {
     let e = err_text(&model(vec![reshape], vec![image()], spec, 13));
     assert!(e.contains("more elements than the input"), "{e}");
 }
+
+#[test]
+fn generated_weights_sums_and_transposed_weights() {
+    // Weights made by ConstantOfShape (and listed as graph inputs, as old files do), a
+    // three-way Sum, and a stored weight transposed in the graph before a MatMul.
+    let w_shape = int64s("w_shape", &[4, 3, 1, 1]);
+    let nodes = vec![
+        node("ConstantOfShape", &["w_shape"], &["w"], vec![]),
+        node("Conv", &["x", "w"], &["c"], vec![]),
+        node("Sum", &["c", "c", "c"], &["s"], vec![]),
+        node("Flatten", &["s"], &["f"], vec![]),
+        node("Transpose", &["wt"], &["w2"], vec![]),
+        node("MatMul", &["f", "w2"], &["y"], vec![]),
+    ];
+    let listed = input("w", &[Some(4), Some(3), Some(1), Some(1)], data_type::FLOAT);
+    let inits = vec![w_shape, weight("wt", &[5, 256])];
+    let g = import(&model(nodes, vec![image(), listed], inits, 13)).unwrap();
+    assert!(
+        g.find("w").is_none(),
+        "a graph input made by a node is not an input"
+    );
+    assert_eq!(shape_of(&g, "n_s.2"), [1, 4, 8, 8]);
+    assert_eq!(shape_of(&g, "n_y"), [1, 5]);
+    assert_eq!(g.params(), 12 + 256 * 5);
+}
+
+#[test]
+fn gemm_beta_zero_ignores_c_and_inputs_are_not_weights() {
+    let gemm = node(
+        "Gemm",
+        &["x", "w", "c"],
+        &["y"],
+        vec![float_attr("beta", 0.0)],
+    );
+    let x = input("x", &[None, Some(6)], data_type::FLOAT);
+    let g = import(&model(
+        vec![gemm],
+        vec![x],
+        vec![weight("w", &[6, 2]), weight("c", &[2])],
+        13,
+    ))
+    .unwrap();
+    assert_eq!(g.params(), 12);
+    let conv = node("Conv", &["x", "w"], &["y"], vec![]);
+    let w = input("w", &[Some(2), Some(3), Some(1), Some(1)], data_type::FLOAT);
+    let e = err_text(&model(vec![conv], vec![image(), w], vec![], 13));
+    assert!(e.contains("weight 'w' is a graph input"), "{e}");
+}
