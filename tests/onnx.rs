@@ -251,6 +251,32 @@ fn batch_override_scales_work_not_parameters() {
     assert_eq!(macs(&g), 9_728 / 2);
 }
 
+/// Real architectures: the onnx package's own "light" test models (ONNX model zoo
+/// networks at opset 9, weights made by ConstantOfShape), copied by make_onnx.py.
+/// Published counts (torchvision model cards; resnet50 also in
+/// ../shared/reference/model_counts.csv): ResNet-50 4.089 G MACs and 25 557 032
+/// params, VGG-19 19.63 G and 143 667 240, SqueezeNet 1.1 0.35 G and 1 235 496.
+#[test]
+fn reference_models_match_published_counts() {
+    let cases: [(&str, u64, u64); 3] = [
+        ("light_resnet50.onnx", 4_089_184_256, 25_557_032),
+        ("light_vgg19.onnx", 19_632_062_464, 143_667_240),
+        ("light_squeezenet.onnx", 349_151_936, 1_235_496),
+    ];
+    for (name, want_macs, want_params) in cases {
+        let g = load(name, None);
+        assert_eq!((macs(&g), g.params()), (want_macs, want_params), "{name}");
+        // The file fixes batch 1 and hard-codes it in its Reshape targets; --batch 2
+        // doubles the work.
+        let g2 = load(name, Some(2));
+        assert_eq!(
+            (macs(&g2), g2.params()),
+            (2 * want_macs, want_params),
+            "{name} batch 2"
+        );
+    }
+}
+
 #[test]
 fn unsupported_op_error_names_file_node_and_op() {
     let path = data("unsupported_op.onnx");

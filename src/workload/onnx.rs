@@ -34,6 +34,9 @@
 //!   index, as in picking a class token). **Cast** of an activation passes it through:
 //!   coex costs activations in the graph's element type.
 //! - `Erf` alone has no coex op; it is read only as part of the GELU pattern.
+//!   When `batch` replaces a batch fixed in the file, a stored `Reshape` target whose
+//!   axis 0 spells the old batch, on an input whose axis 0 is the new one, follows the
+//!   new batch: exports with a fixed batch hard-code it there (`[1, 2048]`).
 //! - Only the first output of each node is modeled (Dropout masks, MaxPool indices and
 //!   BatchNorm training statistics are not); reading another output is an error.
 
@@ -189,6 +192,9 @@ struct Importer<'m> {
     materialized: HashMap<&'m str, NodeIndex>,
     /// Secondary node outputs, which coex does not model, with the node that makes them.
     unmodeled: HashMap<&'m str, String>,
+    /// (batch fixed in the file, batch asked for) when `--batch` changes a fixed batch:
+    /// stored reshape targets that spell the old batch on axis 0 follow the new one.
+    batch_rewrite: Option<(usize, usize)>,
 }
 
 /// One ONNX node being imported, with the label errors and coex node names use.
@@ -318,6 +324,7 @@ impl<'m> Importer<'m> {
             uses: count_uses(graph),
             materialized: HashMap::new(),
             unmodeled: HashMap::new(),
+            batch_rewrite: None,
         })
     }
 
@@ -338,6 +345,11 @@ impl<'m> Importer<'m> {
                 op_type: "graph input".into(),
                 message,
             })?;
+            if let (Some(from), Some(to)) = (fixed_batch(vi), batch) {
+                if from != to && self.batch_rewrite.is_none() {
+                    self.batch_rewrite = Some((from, to));
+                }
+            }
             let idx = self.g.input_typed(&vi.name, &shape, dtype)?;
             self.values.insert(&vi.name, Value::Act(idx));
         }
@@ -512,6 +524,15 @@ fn count_uses(graph: &GraphProto) -> HashMap<&str, usize> {
         *uses.entry(name.as_str()).or_insert(0) += 1;
     }
     uses
+}
+
+/// The batch (axis 0) a graph input has in the file, when fixed.
+fn fixed_batch(vi: &ValueInfoProto) -> Option<usize> {
+    let shape = vi.r#type.as_ref()?.tensor_type.as_ref()?.shape.as_ref()?;
+    match shape.dim.first()?.value {
+        Some(DimValue::DimValue(v)) if v > 0 => usize::try_from(v).ok(),
+        _ => None,
+    }
 }
 
 /// Shape and element type of a graph input, with the batch rule applied to axis 0.

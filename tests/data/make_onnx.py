@@ -13,6 +13,7 @@ Int64 shape tensors and scalar factors are not weights.
 """
 
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -234,8 +235,21 @@ def unsupported_op():
     save(model, "unsupported_op.onnx", 0)
 
 
+def reference_models():
+    """Real architectures from the onnx package's own test data (Apache-2.0): ONNX
+    model zoo networks (opset 9) whose weights were replaced by ConstantOfShape nodes,
+    so they are small. Their counts are published (torchvision model cards)."""
+    light = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+    for name in ["light_resnet50.onnx", "light_squeezenet.onnx", "light_vgg19.onnx"]:
+        path = os.path.join(HERE, name)
+        shutil.copyfile(os.path.join(light, name), path)
+        onnx.checker.check_model(onnx.load(path))
+        print(f"{name}: {os.path.getsize(path)} bytes, copied from {light}")
+
+
 if __name__ == "__main__":
     small_cnn()
     tiny_block()
     small_conv1d()
     unsupported_op()
+    reference_models()

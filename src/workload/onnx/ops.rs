@@ -509,13 +509,18 @@ impl<'m> Importer<'m> {
     /// Reshape to a stored (or folded) shape; coex's reshape reads 0 and -1 as ONNX does.
     fn reshape(&mut self, n: &NodeRef<'m>) -> Res<Value> {
         let v = self.value(n.req(0, "data")?)?;
-        let spec = self
+        let mut spec = self
             .konst(n.req(1, "shape")?, "shape")?
             .int_values("Reshape shape")?;
         if n.attrs().int("allowzero", 0)? != 0 && spec.contains(&0) {
             return Err("allowzero=1 with a 0 in the target shape is not supported".into());
         }
         let dims = self.dims_of(&v);
+        if let Some((from, to)) = self.batch_rewrite {
+            if spec.first() == Some(&(from as i64)) && dims.first() == Some(&to) {
+                spec[0] = to as i64;
+            }
+        }
         check_reshape_size(&spec, &dims)?;
         let op = Op::Reshape { shape: spec };
         match v {
