@@ -192,7 +192,7 @@ pub fn run_node(
 ) -> Result<NodeRun, CheckError> {
     let node = graph.node(idx);
     let name = node.name.as_str();
-    if !matches!(node.op, Op::Input { .. }) {
+    if !matches!(node.op, Op::Input { .. } | Op::Constant { .. }) {
         check_inputs(graph, idx, inputs)?;
     }
     let x = || arg(name, inputs, 0);
@@ -201,6 +201,8 @@ pub fn run_node(
             Some(vocab) => gen.ids(name, shape, vocab),
             None => gen.input(name, shape),
         }),
+        // Stored tensors are seeded data like inputs.
+        Op::Constant { shape, .. } => NodeRun::plain(gen.input(name, shape)),
         Op::Conv2d(c) => {
             let x = x()?;
             let (w, b) = data::conv2d_params(gen, name, c, x.shape[1]);

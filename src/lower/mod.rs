@@ -269,7 +269,7 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
         )
     };
     match op {
-        Op::Input { .. } => vec![],
+        Op::Input { .. } | Op::Constant { .. } => vec![],
         Op::Conv2d(c) => {
             let mut k = vec![Kernel::Einsum(conv2d(name, c, ins[0], out))];
             if c.bias {

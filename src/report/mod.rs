@@ -43,7 +43,11 @@ pub struct Inspection {
 pub fn inspect(graph: &Graph) -> Result<Inspection, WorkloadError> {
     let work = lower::lower(graph)?;
     let layers: Vec<LayerRow> = work.iter().map(|w| layer_row(graph, w)).collect();
-    let compute: Vec<&LayerRow> = layers.iter().filter(|l| l.op != "input").collect();
+    // Inputs and stored constants do no work and are not activations.
+    let compute: Vec<&LayerRow> = layers
+        .iter()
+        .filter(|l| l.op != "input" && l.op != "constant")
+        .collect();
     let params: u64 = layers.iter().map(|l| l.params).sum();
     Ok(Inspection {
         network: graph.name.clone(),

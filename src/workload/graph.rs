@@ -66,6 +66,26 @@ impl Graph {
         self.insert(name, op, TensorInfo::new(output.shape, dtype), &[])
     }
 
+    /// Adds a stored constant (`Op::Constant`) in the graph's dtype; it has no inputs,
+    /// so [`Graph::add`] could not tell its element type.
+    pub fn constant(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        learned: bool,
+    ) -> Result<NodeIndex, WorkloadError> {
+        let op = Op::Constant {
+            shape: shape.to_vec(),
+            learned,
+        };
+        let output = op.infer(&[]).map_err(|message| WorkloadError::Shape {
+            node: name.to_string(),
+            message,
+        })?;
+        let dtype = self.dtype;
+        self.insert(name, op, TensorInfo::new(output.shape, dtype), &[])
+    }
+
     /// Adds an op fed by `inputs` (in port order), inferring its output shape.
     pub fn add(
         &mut self,
@@ -74,10 +94,14 @@ impl Graph {
         inputs: &[NodeIndex],
     ) -> Result<NodeIndex, WorkloadError> {
         let tensors: Vec<&TensorInfo> = inputs.iter().map(|&i| &self.g[i].output).collect();
-        let output = op.infer(&tensors).map_err(|message| WorkloadError::Shape {
+        let mut output = op.infer(&tensors).map_err(|message| WorkloadError::Shape {
             node: name.to_string(),
             message,
         })?;
+        // Token ids are integers; the vectors they look up are in the network's dtype.
+        if matches!(op, Op::Embedding { .. }) {
+            output.dtype = self.dtype;
+        }
         self.insert(name, op, output, inputs)
     }
 

@@ -59,6 +59,8 @@ pub enum WorkloadError {
         op_type: String,
         message: String,
     },
+    #[error("not a readable ONNX model: {message}")]
+    OnnxFile { message: String },
     #[error("layer '{layer}' ([[layer]] #{number}): {source}")]
     InLayer {
         layer: String,

@@ -296,6 +296,14 @@ pub enum Op {
     Input {
         shape: Vec<usize>,
     },
+    /// A tensor stored with the model and read as data by another op (an imported ONNX
+    /// initializer that is not a conv/linear weight or bias: a layer scale, a position
+    /// table, an attention scale). `learned` tensors count as parameters; scalar
+    /// hyperparameters (a scale, an epsilon) do not.
+    Constant {
+        shape: Vec<usize>,
+        learned: bool,
+    },
     Conv2d(Conv2d),
     Conv1d(Conv1d),
     /// Fully connected layer on one axis (default: the last). Token mixing in MLP-Mixer
@@ -382,6 +390,7 @@ impl Op {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Op::Input { .. } => "input",
+            Op::Constant { .. } => "constant",
             Op::Conv2d(c) if c.groups > 1 && c.groups == c.out_channels => "dwconv2d",
             Op::Conv2d(_) => "conv2d",
             Op::Conv1d(_) => "conv1d",
@@ -429,7 +438,7 @@ impl Op {
     /// Number of inputs the op takes (`None` = variadic, at least one).
     pub fn arity(&self) -> Option<usize> {
         match self {
-            Op::Input { .. } => Some(0),
+            Op::Input { .. } | Op::Constant { .. } => Some(0),
             Op::MatMul { .. } | Op::Binary { .. } => Some(2),
             Op::Attention(_) => Some(3),
             Op::SelectiveScan { .. } => Some(4),
@@ -455,7 +464,7 @@ impl Op {
         let x = inputs.first().copied();
         let out = |shape: Vec<usize>| Ok(TensorInfo::new(shape, dtype));
         match self {
-            Op::Input { shape } => {
+            Op::Input { shape } | Op::Constant { shape, .. } => {
                 check_positive("shape", shape)?;
                 out(shape.clone())
             }
@@ -798,6 +807,10 @@ impl Op {
                 (c * reduced + reduced + reduced * c + c) as u64
             }
             Op::Embedding { vocab, dim } => (vocab * dim) as u64,
+            Op::Constant {
+                shape,
+                learned: true,
+            } => shape.iter().product::<usize>() as u64,
             Op::AddEmbedding { rows, cls_token } => {
                 let d = x.map(|t| t.last()).unwrap_or(0);
                 ((rows + usize::from(*cls_token)) * d) as u64
