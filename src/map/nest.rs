@@ -38,6 +38,16 @@ impl Counts {
     }
 }
 
+/// `a / b`, skipping the (slow) division when b is 1, the common case.
+#[inline]
+fn div(a: u64, b: u64) -> u64 {
+    if b == 1 {
+        a
+    } else {
+        a / b
+    }
+}
+
 /// Tile extents per level: `ext[l][d]` spans every loop at level l and below, plus the
 /// spatial loops when l sits above the array.
 fn extents(p: &Problem, t: &Template, m: &Mapping) -> [[u64; MAX_DIMS]; MAX_LEVELS + 1] {
@@ -76,7 +86,7 @@ fn delta(p: &Problem, o: usize, ext: &[u64; MAX_DIMS], d: usize, shift: u64, til
 /// Non-unit temporal loops of a mapping, innermost first across all levels:
 /// `(level, dim, factor)`. `start[l]` is the first loop above level l.
 struct Loops {
-    list: [(u8, u8, u64); MAX_LEVELS * MAX_DIMS],
+    list: [(u8, u8, u32); MAX_LEVELS * MAX_DIMS],
     len: usize,
     start: [usize; MAX_LEVELS + 1],
 }
@@ -93,7 +103,7 @@ impl Loops {
             lp.start[l + 1] = lp.len;
             for k in (0..p.ndims).rev() {
                 let d = m.order[l][k] as usize;
-                let f = m.factors[l][d] as u64;
+                let f = m.factors[l][d];
                 if f > 1 {
                     lp.list[lp.len] = (l as u8, d as u8, f);
                     lp.len += 1;
@@ -105,7 +115,7 @@ impl Loops {
     }
 
     /// Loops above level `l`, innermost first.
-    fn above(&self, l: usize) -> &[(u8, u8, u64)] {
+    fn above(&self, l: usize) -> &[(u8, u8, u32)] {
         &self.list[self.start[l]..self.len]
     }
 }
@@ -126,7 +136,7 @@ fn arrivals(
     let mut count = tile;
     let mut reusing = true;
     for &(j, d, f) in loops.above(l) {
-        let (j, d) = (j as usize, d as usize);
+        let (j, d, f) = (j as usize, d as usize, f as u64);
         if reusing {
             if !op.is_relevant(d) {
                 continue;
@@ -217,28 +227,36 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
                     c.fills[l][o] = arrivals_of[l][o] * c.instances[l];
                 }
                 c.reads[l][o] = match child {
-                    None => c.padded_macs / split,
-                    Some(ch) => arrivals_of[ch][o] * c.instances[ch] / split,
+                    None => div(c.padded_macs, split),
+                    Some(ch) => div(arrivals_of[ch][o] * c.instances[ch], split),
                 };
             } else {
-                let distinct = out_total / if l >= fan { out_split } else { 1 };
+                let distinct = if l >= fan {
+                    div(out_total, out_split)
+                } else {
+                    out_total
+                };
                 if has_parent {
                     c.fills[l][o] =
                         (arrivals_of[l][o] - distinct.min(arrivals_of[l][o])) * c.instances[l];
                 }
                 match child {
                     None => {
-                        c.updates[l][o] = c.padded_macs / split;
+                        c.updates[l][o] = div(c.padded_macs, split);
                         c.reads[l][o] =
                             c.updates[l][o] - (distinct * c.instances[l]).min(c.updates[l][o]);
                     }
                     Some(ch) => {
-                        c.updates[l][o] = arrivals_of[ch][o] * c.instances[ch] / split;
-                        let child_distinct = out_total / if ch >= fan { out_split } else { 1 };
+                        c.updates[l][o] = div(arrivals_of[ch][o] * c.instances[ch], split);
+                        let child_distinct = if ch >= fan {
+                            div(out_total, out_split)
+                        } else {
+                            out_total
+                        };
                         let child_fills = (arrivals_of[ch][o]
                             - child_distinct.min(arrivals_of[ch][o]))
                             * c.instances[ch];
-                        c.reads[l][o] = child_fills / split;
+                        c.reads[l][o] = div(child_fills, split);
                     }
                 }
             }
