@@ -163,7 +163,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 _ => return Err("give --workload <file> or --op '<spec>'".into()),
             };
             let overrides = parse_sets(&set)?;
-            let template = coex::arch::load(&accel, &overrides)?;
+            let acc = coex::arch::load_accelerator(&accel, &overrides)?;
             let fixed = mapping.as_deref().map(MappingFile::load).transpose()?;
             let opts = NetworkOptions {
                 objective,
@@ -174,14 +174,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 },
                 progress: matches!(format, Format::Table),
             };
-            let result = cost::evaluate_network(&graph, &template, &opts, fixed.as_ref())?;
+            let result = cost::evaluate(&graph, &acc, &opts, fixed.as_ref())?;
+            let levels = report::access_levels(&result);
             match format {
-                Format::Table => {
-                    let levels: Vec<String> =
-                        template.levels.iter().map(|l| l.name.clone()).collect();
-                    print!("{}", report::eval_table(&result, &levels));
-                }
-                Format::Csv => print!("{}", report::eval_csv(&result, &template)?),
+                Format::Table => print!("{}", report::eval_table(&result, &levels)),
+                Format::Csv => print!("{}", report::eval_csv(&result)?),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
             }
         }

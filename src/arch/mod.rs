@@ -6,6 +6,8 @@
 //! sweep it, and calibration can fit it.
 
 mod file;
+pub mod fpga;
+pub mod gpu;
 mod tech;
 
 pub use file::{apply_override, load, load_str};
@@ -189,5 +191,58 @@ impl Template {
             .map(|(_, a)| a)
             .sum::<f64>()
             * 1e-6
+    }
+}
+
+/// Any accelerator file: the three kinds share the IR they consume (Einsums and
+/// VectorOps) and the result schema they produce, not their insides.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one value per run; boxing buys nothing
+pub enum Accelerator {
+    Asic(Template),
+    Fpga(fpga::Fpga),
+    Gpu(gpu::Gpu),
+}
+
+impl Accelerator {
+    pub fn name(&self) -> &str {
+        match self {
+            Accelerator::Asic(t) => &t.name,
+            Accelerator::Fpga(f) => &f.name,
+            Accelerator::Gpu(g) => &g.name,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Accelerator::Asic(_) => Kind::Asic,
+            Accelerator::Fpga(_) => Kind::Fpga,
+            Accelerator::Gpu(_) => Kind::Gpu,
+        }
+    }
+}
+
+/// Loads any accelerator file, dispatching on `[accelerator] kind`.
+pub fn load_accelerator(
+    path: &std::path::Path,
+    overrides: &[(String, String)],
+) -> Result<Accelerator, ArchError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ArchError::Parse {
+        path: path.to_path_buf(),
+        message: format!("malformed TOML: {e}"),
+    })?;
+    let kind = table
+        .get("accelerator")
+        .and_then(|a| a.get("kind"))
+        .and_then(|k| k.as_str())
+        .unwrap_or("asic");
+    match kind {
+        "fpga" => fpga::load_str(&text, path, overrides).map(Accelerator::Fpga),
+        "gpu" => gpu::load_str(&text, path, overrides).map(Accelerator::Gpu),
+        _ => load_str(&text, path, overrides).map(Accelerator::Asic),
     }
 }

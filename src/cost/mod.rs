@@ -6,9 +6,25 @@
 //! Systolic templates add SCALE-Sim's per-fold fill and drain to the compute cycles.
 //! Energy = Σ accesses × per-access energy + MACs × MAC energy + leakage × time.
 
+pub mod fpga;
+pub mod gpu;
 pub mod network;
 
 pub use network::{evaluate_network, LayerCost, NetworkCost, NetworkOptions};
+
+/// Evaluates a network on any kind of accelerator; every kind returns the same schema.
+pub fn evaluate(
+    graph: &crate::workload::Graph,
+    acc: &crate::arch::Accelerator,
+    opts: &NetworkOptions,
+    fixed: Option<&crate::map::file::MappingFile>,
+) -> Result<NetworkCost, CostError> {
+    match acc {
+        crate::arch::Accelerator::Asic(t) => evaluate_network(graph, t, opts, fixed),
+        crate::arch::Accelerator::Fpga(f) => fpga::evaluate_network(graph, f, opts),
+        crate::arch::Accelerator::Gpu(g) => gpu::evaluate_network(graph, g, opts),
+    }
+}
 
 use crate::arch::{Dataflow, Template, OPERANDS};
 use crate::lower::VectorOp;
@@ -21,6 +37,8 @@ pub enum CostError {
     Map(#[from] crate::map::MapError),
     #[error(transparent)]
     Workload(#[from] crate::workload::WorkloadError),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]

@@ -270,12 +270,22 @@ pub fn eval_table(n: &crate::cost::NetworkCost, levels: &[String]) -> String {
     s
 }
 
+/// Level names that appear in a result's accesses, in first-seen order.
+pub fn access_levels(n: &crate::cost::NetworkCost) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for l in &n.layers {
+        for a in &l.accesses {
+            if !v.contains(&a.level) {
+                v.push(a.level.clone());
+            }
+        }
+    }
+    v
+}
+
 /// `coex eval` as tidy CSV: one row per kernel, accesses flattened to
 /// `<level>.<operand>.<reads|fills|updates>` columns (the same columns for every row).
-pub fn eval_csv(
-    n: &crate::cost::NetworkCost,
-    t: &crate::arch::Template,
-) -> Result<String, csv::Error> {
+pub fn eval_csv(n: &crate::cost::NetworkCost) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = [
         "network",
@@ -295,15 +305,18 @@ pub fn eval_csv(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut slots = Vec::new();
-    for lv in &t.levels {
-        for (o, name) in crate::arch::OPERANDS.iter().enumerate() {
-            if lv.keeps[o] {
-                for what in ["reads", "fills", "updates"] {
-                    header.push(format!("{}.{name}.{what}", lv.name));
-                }
-                slots.push((lv.name.clone(), name.to_string()));
+    let mut slots: Vec<(String, String)> = Vec::new();
+    for l in &n.layers {
+        for a in &l.accesses {
+            let key = (a.level.clone(), a.operand.clone());
+            if !slots.contains(&key) {
+                slots.push(key);
             }
+        }
+    }
+    for (lv, op) in &slots {
+        for what in ["reads", "fills", "updates"] {
+            header.push(format!("{lv}.{op}.{what}"));
         }
     }
     w.write_record(&header)?;
