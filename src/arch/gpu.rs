@@ -1,22 +1,235 @@
-//! GPU devices (placeholder until the GPU model lands).
+//! GPU device files (`accelerators/gpu/*.toml`): datasheet throughput, memory system
+//! and the named efficiency factors of the tile/wave model in `cost::gpu`.
+//!
+//! ```toml
+//! [accelerator]
+//! name = "a100_sxm4_80gb"
+//! kind = "gpu"
+//! [device]                      # datasheet values
+//! sms = 108
+//! clock_mhz = 1410
+//! tensor_macs_per_sm_cycle = { fp16 = 1024, bf16 = 1024, int8 = 2048 }
+//! cuda_macs_per_sm_cycle = { fp32 = 64, fp16 = 128 }
+//! dram_gb_s = 2039
+//! ...
+//! [model]                       # every efficiency factor of the model, for calibration
+//! tensor_efficiency = 0.85
+//! ```
 
-use super::ArchError;
+use super::{apply_override, ArchError};
+use crate::workload::DType;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug)]
-pub struct Gpu {
-    pub name: String,
-    pub path: PathBuf,
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    accelerator: RawAccel,
+    device: Device,
+    model: Model,
+    #[serde(default)]
+    space: toml::Table,
 }
 
-pub fn load_str(
-    _text: &str,
-    path: &Path,
-    _overrides: &[(String, String)],
-) -> Result<Gpu, ArchError> {
-    Err(ArchError::Key {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccel {
+    name: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    about: String,
+    #[serde(default)]
+    sources: Vec<String>,
+}
+
+/// Datasheet facts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub sms: u32,
+    /// Boost clock the throughput figures assume.
+    pub clock_mhz: f64,
+    /// Dense tensor-core multiply-accumulates per SM per cycle, by dtype.
+    #[serde(default)]
+    pub tensor_macs_per_sm_cycle: BTreeMap<String, f64>,
+    /// CUDA-core (FMA) multiply-accumulates per SM per cycle, by dtype.
+    pub cuda_macs_per_sm_cycle: BTreeMap<String, f64>,
+    pub dram_gb_s: f64,
+    pub l2_mib: f64,
+    pub l2_gb_s: f64,
+    pub smem_kib_per_sm: f64,
+    pub max_ctas_per_sm: u32,
+    pub launch_overhead_us: f64,
+    #[serde(default)]
+    pub die_mm2: f64,
+    #[serde(default)]
+    pub tdp_w: f64,
+}
+
+/// The model's coefficients: all named so that calibration can fit them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// Fraction of tensor-core peak a saturated main loop sustains.
+    pub tensor_efficiency: f64,
+    /// Fraction of CUDA-core peak a saturated main loop sustains.
+    pub cuda_efficiency: f64,
+    /// Fraction of DRAM / L2 bandwidth streaming kernels attain.
+    pub dram_efficiency: f64,
+    pub l2_efficiency: f64,
+    /// Output elements (tile_m × tile_n) resident on one SM needed to saturate it;
+    /// fewer (small tiles, few CTAs) leave the SM's pipes partly idle.
+    pub saturating_tile_elems: f64,
+    /// Shared-memory buffers per operand tile (software pipelining depth).
+    pub pipeline_stages: u32,
+    /// CTA tiles the GEMM library chooses among: `[tile_m, tile_n, tile_k]`.
+    pub cta_tiles: Vec<[u32; 3]>,
+    /// Largest split of the reduction over CTAs (split-K) the library uses.
+    pub max_split_k: u32,
+    /// fp32 GEMMs run on tensor cores as TF32 (Ampere and later, when enabled).
+    #[serde(default)]
+    pub tf32: bool,
+    /// Element-wise VectorOps fuse into their producer: no launch, no extra DRAM trip.
+    #[serde(default)]
+    pub fuse_elementwise: bool,
+    /// Power drawn regardless of work while a kernel runs, W.
+    pub static_power_w: f64,
+    /// Dynamic energy per MAC by dtype, pJ.
+    pub mac_energy_pj: BTreeMap<String, f64>,
+    pub dram_energy_pj_per_byte: f64,
+    pub l2_energy_pj_per_byte: f64,
+    pub vector_energy_pj_per_op: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Gpu {
+    pub name: String,
+    pub about: String,
+    pub sources: Vec<String>,
+    pub path: PathBuf,
+    pub device: Device,
+    pub model: Model,
+    pub space: Vec<super::SpaceParam>,
+}
+
+/// Where a GEMM's multiply-accumulates run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Pipe {
+    Tensor,
+    Cuda,
+}
+
+impl Gpu {
+    pub fn cycle_s(&self) -> f64 {
+        1e-6 / self.device.clock_mhz
+    }
+
+    fn dtype_key(dtype: DType, tf32: bool) -> &'static str {
+        match dtype {
+            DType::Fp32 if tf32 => "tf32",
+            d => d.name(),
+        }
+    }
+
+    /// Peak MACs per SM per cycle for `dtype`, and the pipe that delivers them:
+    /// tensor cores when the device has them for that dtype, else CUDA cores.
+    pub fn peak(&self, dtype: DType) -> Option<(f64, Pipe)> {
+        let key = Self::dtype_key(dtype, self.model.tf32);
+        if let Some(&r) = self.device.tensor_macs_per_sm_cycle.get(key) {
+            return Some((r, Pipe::Tensor));
+        }
+        let key = if key == "tf32" { "fp32" } else { key };
+        self.device
+            .cuda_macs_per_sm_cycle
+            .get(key)
+            .map(|&r| (r, Pipe::Cuda))
+    }
+
+    pub fn efficiency(&self, pipe: Pipe) -> f64 {
+        match pipe {
+            Pipe::Tensor => self.model.tensor_efficiency,
+            Pipe::Cuda => self.model.cuda_efficiency,
+        }
+    }
+
+    /// Datasheet peak throughput in TFLOP/s (2 FLOPs per MAC) for `dtype`.
+    pub fn peak_tflops(&self, dtype: DType) -> f64 {
+        let per_sm = self.peak(dtype).map(|(r, _)| r).unwrap_or(0.0);
+        2.0 * per_sm * self.device.sms as f64 * self.device.clock_mhz * 1e6 / 1e12
+    }
+}
+
+pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Result<Gpu, ArchError> {
+    let parse_err = |message: String| ArchError::Parse {
         path: path.to_path_buf(),
-        key: "accelerator.kind".into(),
-        message: "GPU devices are not supported yet".into(),
+        message,
+    };
+    toml::from_str::<RawFile>(text).map_err(|e| parse_err(e.to_string()))?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+    for (key, value) in overrides {
+        let v = crate::workload::params::parse_literal(value)
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        apply_override(&mut table, key, v).map_err(|message| ArchError::Key {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            message,
+        })?;
+    }
+    let raw: RawFile = table
+        .try_into()
+        .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+    let key_err = |key: &str, message: String| ArchError::Key {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let d = &raw.device;
+    for (key, v) in [
+        ("device.clock_mhz", d.clock_mhz),
+        ("device.dram_gb_s", d.dram_gb_s),
+        ("device.l2_gb_s", d.l2_gb_s),
+        ("device.smem_kib_per_sm", d.smem_kib_per_sm),
+        ("device.sms", d.sms as f64),
+        ("device.max_ctas_per_sm", d.max_ctas_per_sm as f64),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(key_err(key, format!("must be > 0, got {v}")));
+        }
+    }
+    let m = &raw.model;
+    for (key, v) in [
+        ("model.tensor_efficiency", m.tensor_efficiency),
+        ("model.cuda_efficiency", m.cuda_efficiency),
+        ("model.dram_efficiency", m.dram_efficiency),
+        ("model.l2_efficiency", m.l2_efficiency),
+    ] {
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(key_err(key, format!("an efficiency is in (0, 1], got {v}")));
+        }
+    }
+    if m.cta_tiles.is_empty() || m.cta_tiles.iter().any(|t| t.contains(&0)) {
+        return Err(key_err(
+            "model.cta_tiles",
+            "give at least one [tile_m, tile_n, tile_k], all ≥ 1".into(),
+        ));
+    }
+    let space = raw
+        .space
+        .iter()
+        .map(|(k, v)| super::SpaceParam {
+            key: k.clone(),
+            values: v.as_array().cloned().unwrap_or_default(),
+        })
+        .collect();
+    Ok(Gpu {
+        name: raw.accelerator.name,
+        about: raw.accelerator.about,
+        sources: raw.accelerator.sources,
+        path: path.to_path_buf(),
+        device: raw.device,
+        model: raw.model,
+        space,
     })
 }

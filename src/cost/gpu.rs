@@ -1,16 +1,320 @@
-//! GPU model (placeholder until it lands).
+//! The GPU model: GEMM-like Einsums as a library would tile them, in waves of CTAs.
+//!
+//! For each CTA tile `tm × tn × tk` the model takes: tiles = batch · ⌈M/tm⌉ · ⌈N/tn⌉;
+//! CTAs per SM from shared memory; waves = ⌈tiles / (SMs · CTAs per SM)⌉, so a GEMM
+//! one tile past a full wave pays a whole extra wave (wave quantization). A wave runs
+//! at the SM's peak for the dtype (tensor or CUDA cores) × the pipe's efficiency ×
+//! occupancy (resident output elements / `saturating_tile_elems`, at most 1). Memory
+//! time is the larger of DRAM and L2 traffic over their bandwidths × efficiency; L2
+//! traffic re-reads A once per column of tiles and B once per row; DRAM traffic is the
+//! unique bytes when A and B fit in L2, else each wave's band of A rows and B columns
+//! (a wave's CTAs share them through L2, as rasterized GEMMs do). Latency =
+//! max(compute, memory) + launch overhead, minimized over the tile set. VectorOps are
+//! bandwidth bound; with `fuse_elementwise`, element-wise ones ride in their producer.
 
-use super::{CostError, NetworkCost, NetworkOptions};
-use crate::arch::gpu::Gpu;
-use crate::workload::Graph;
+use super::{Access, CostError, LayerCost, NetworkCost, NetworkOptions};
+use crate::arch::gpu::{Gpu, Pipe};
+use crate::lower::{self, Einsum, Kernel, VectorKind, VectorOp};
+use crate::map::Problem;
+use crate::workload::{DType, Graph};
+use serde::Serialize;
 
+/// One GEMM's estimate under one CTA tile.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GemmEstimate {
+    pub tile: [u32; 3],
+    pub split_k: u64,
+    pub tiles: u64,
+    pub ctas_per_sm: u32,
+    pub waves: u64,
+    pub pipe: Pipe,
+    pub compute_s: f64,
+    pub memory_s: f64,
+    pub latency_s: f64,
+    pub dram_bytes: f64,
+    pub l2_bytes: f64,
+    pub padded_macs: u64,
+}
+
+/// CTAs of tile `t` one SM can hold, limited by shared memory and the hardware cap.
+pub fn ctas_per_sm(g: &Gpu, t: [u32; 3], bytes: f64) -> u32 {
+    let smem = g.device.smem_kib_per_sm * 1024.0;
+    let per_cta = g.model.pipeline_stages as f64 * (t[0] + t[1]) as f64 * t[2] as f64 * bytes;
+    ((smem / per_cta).floor() as u32).clamp(1, g.device.max_ctas_per_sm)
+}
+
+/// `batch` independent `m × n × k` GEMMs in `dtype` under CTA tile `t`, no split-K.
+pub fn gemm_with_tile(
+    g: &Gpu,
+    dtype: DType,
+    batch: u64,
+    m: u64,
+    n: u64,
+    k: u64,
+    t: [u32; 3],
+) -> Option<GemmEstimate> {
+    gemm_split(g, dtype, batch, m, n, k, t, 1)
+}
+
+/// As `gemm_with_tile`, with the reduction split over `split` CTAs per output tile
+/// (split-K, what libraries do when the output has too few tiles to fill the GPU):
+/// each CTA reduces ⌈K/split⌉, and the fp32 partial outputs make one extra round trip.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_split(
+    g: &Gpu,
+    dtype: DType,
+    batch: u64,
+    m: u64,
+    n: u64,
+    k_total: u64,
+    t: [u32; 3],
+    split: u64,
+) -> Option<GemmEstimate> {
+    let (peak, pipe) = g.peak(dtype)?;
+    let bytes = dtype.bytes() as f64;
+    let (tm, tn, tk) = (t[0] as u64, t[1] as u64, t[2] as u64);
+    let k = k_total.div_ceil(split);
+    let tiles = batch * m.div_ceil(tm) * n.div_ceil(tn) * split;
+    let ctas = ctas_per_sm(g, t, bytes) as u64;
+    let slots = g.device.sms as u64 * ctas;
+    let waves = tiles.div_ceil(slots);
+    // Per SM per wave: `ctas` tiles of tm·tn·⌈k/tk⌉·tk MACs.
+    let k_padded = k.div_ceil(tk) * tk;
+    let per_sm_macs = (ctas * tm * tn * k_padded) as f64;
+    let occupancy = ((ctas * tm * tn) as f64 / g.model.saturating_tile_elems).min(1.0);
+    let rate = peak * g.efficiency(pipe) * occupancy;
+    let compute_s = waves as f64 * per_sm_macs / rate * g.cycle_s();
+    let (a, b, c) = (
+        (m * k_total) as f64 * bytes,
+        (k_total * n) as f64 * bytes,
+        (m * n) as f64 * bytes,
+    );
+    let (a, b) = (a * batch as f64, b * batch as f64);
+    // Split-K writes and re-reads fp32 partials of every split but one.
+    let c = c * batch as f64 + (split - 1) as f64 * (m * n * batch) as f64 * 4.0 * 2.0;
+    let l2_bytes = a * n.div_ceil(tn) as f64 + b * m.div_ceil(tm) as f64 + c;
+    let unique = a + b + c;
+    let l2_capacity = g.device.l2_mib * 1024.0 * 1024.0;
+    let dram_bytes = if a + b <= l2_capacity {
+        unique
+    } else {
+        // Concurrent CTAs share A rows and B columns through L2: a wave covers a
+        // near-square block of wm × wn tiles and reads its band of A and B once.
+        let (grid_m, grid_n) = (m.div_ceil(tm), n.div_ceil(tn));
+        let wm = grid_m.min((slots as f64).sqrt().ceil() as u64).max(1);
+        let wn = grid_n.min(slots.div_ceil(wm)).max(1);
+        let per_wave = ((wm * tm).min(m) + (wn * tn).min(n)) as f64 * k as f64 * bytes;
+        let waves = waves.div_ceil(split).max(1);
+        (waves as f64 * per_wave + c).clamp(unique, l2_bytes.max(unique))
+    };
+    let memory_s = (dram_bytes / (g.device.dram_gb_s * 1e9 * g.model.dram_efficiency))
+        .max(l2_bytes / (g.device.l2_gb_s * 1e9 * g.model.l2_efficiency));
+    let latency_s = compute_s.max(memory_s) + g.device.launch_overhead_us * 1e-6;
+    Some(GemmEstimate {
+        tile: t,
+        split_k: split,
+        tiles,
+        ctas_per_sm: ctas as u32,
+        waves,
+        pipe,
+        compute_s,
+        memory_s,
+        latency_s,
+        dram_bytes,
+        l2_bytes,
+        padded_macs: waves * slots * tm * tn * k_padded,
+    })
+}
+
+/// The fastest tile and split-K of the device's set (what a tuned library would pick).
+/// Splits are powers of two up to `model.max_split_k`, only while the output alone
+/// leaves SMs idle.
+pub fn gemm(g: &Gpu, dtype: DType, batch: u64, m: u64, n: u64, k: u64) -> Option<GemmEstimate> {
+    let mut best: Option<GemmEstimate> = None;
+    for &t in &g.model.cta_tiles {
+        let out_tiles = batch * m.div_ceil(t[0] as u64) * n.div_ceil(t[1] as u64);
+        let mut split = 1;
+        while split <= g.model.max_split_k as u64
+            && (split == 1 || out_tiles * split / 2 < g.device.sms as u64)
+            && split <= k.div_ceil(t[2] as u64)
+        {
+            if let Some(e) = gemm_split(g, dtype, batch, m, n, k, t, split) {
+                if best.map(|b| e.latency_s < b.latency_s).unwrap_or(true) {
+                    best = Some(e);
+                }
+            }
+            split *= 2;
+        }
+    }
+    best
+}
+
+/// A VectorOp: DRAM-bandwidth bound or CUDA-core bound, plus a launch; fused
+/// element-wise ops cost only their arithmetic.
+pub fn vector(g: &Gpu, v: &VectorOp) -> (f64, f64, bool) {
+    let lanes = g
+        .device
+        .cuda_macs_per_sm_cycle
+        .values()
+        .cloned()
+        .fold(0.0, f64::max)
+        * g.device.sms as f64;
+    let compute_s = v.ops() as f64 / (lanes * g.model.cuda_efficiency) * g.cycle_s();
+    let fused = g.model.fuse_elementwise && v.kind == VectorKind::Elementwise;
+    if fused {
+        return (compute_s, 0.0, true);
+    }
+    let bytes = (v.bytes_read + v.bytes_written) as f64;
+    let memory_s = bytes / (g.device.dram_gb_s * 1e9 * g.model.dram_efficiency);
+    (
+        compute_s.max(memory_s) + g.device.launch_overhead_us * 1e-6,
+        bytes,
+        false,
+    )
+}
+
+fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<LayerCost, CostError> {
+    let p = Problem::from_einsum(e)?;
+    let (b, m, n, k) = super::gemm_view(&p);
+    let est = gemm(g, e.dtype, b, m, n, k).ok_or_else(|| {
+        CostError::Unsupported(format!(
+            "{}: device '{}' has no {} throughput (device.tensor_macs_per_sm_cycle / cuda_macs_per_sm_cycle)",
+            g.path.display(),
+            g.name,
+            e.dtype
+        ))
+    })?;
+    let cycles = est.latency_s / g.cycle_s();
+    let (peak, _) = g.peak(e.dtype).unwrap_or((1.0, Pipe::Cuda));
+    let mac_pj = g
+        .model
+        .mac_energy_pj
+        .get(e.dtype.name())
+        .copied()
+        .unwrap_or(0.0);
+    let energy = g.model.static_power_w * est.latency_s * 1e12
+        + est.padded_macs as f64 * mac_pj
+        + est.dram_bytes * g.model.dram_energy_pj_per_byte
+        + est.l2_bytes * g.model.l2_energy_pj_per_byte;
+    let word = e.dtype.bytes() as f64;
+    let bound = if est.compute_s >= est.memory_s {
+        "compute"
+    } else if est.dram_bytes / g.device.dram_gb_s >= est.l2_bytes / g.device.l2_gb_s {
+        "DRAM"
+    } else {
+        "L2"
+    };
+    Ok(LayerCost {
+        layer: layer.to_string(),
+        kernel: e.name.clone(),
+        kind: "einsum",
+        mapping: format!(
+            "cta {}x{}x{} split-k {} {:?}, {} tiles, {} waves of {}x{}",
+            est.tile[0],
+            est.tile[1],
+            est.tile[2],
+            est.split_k,
+            est.pipe,
+            est.tiles,
+            est.waves,
+            g.device.sms,
+            est.ctas_per_sm
+        ),
+        macs: e.macs(),
+        padded_macs: est.padded_macs,
+        compute_cycles: est.compute_s / g.cycle_s(),
+        latency_cycles: cycles,
+        energy_pj: energy,
+        utilization: e.macs() as f64 / (cycles * peak * g.device.sms as f64),
+        bound: bound.into(),
+        accesses: vec![
+            Access {
+                level: "DRAM".into(),
+                operand: "IWO".into(),
+                reads: (est.dram_bytes / word) as u64,
+                fills: 0,
+                updates: 0,
+            },
+            Access {
+                level: "L2".into(),
+                operand: "IWO".into(),
+                reads: (est.l2_bytes / word) as u64,
+                fills: 0,
+                updates: 0,
+            },
+        ],
+    })
+}
+
+fn vector_row(g: &Gpu, layer: &str, v: &VectorOp) -> LayerCost {
+    let (latency_s, dram_bytes, fused) = vector(g, v);
+    let energy = g.model.static_power_w * latency_s * 1e12
+        + v.ops() as f64 * g.model.vector_energy_pj_per_op
+        + dram_bytes * g.model.dram_energy_pj_per_byte;
+    LayerCost {
+        layer: layer.to_string(),
+        kernel: v.name.clone(),
+        kind: "vector",
+        mapping: if fused {
+            "fused into producer".into()
+        } else {
+            "elementwise kernel".into()
+        },
+        macs: 0,
+        padded_macs: 0,
+        compute_cycles: latency_s / g.cycle_s(),
+        latency_cycles: latency_s / g.cycle_s(),
+        energy_pj: energy,
+        utilization: 0.0,
+        bound: if fused {
+            "compute".into()
+        } else {
+            "DRAM".into()
+        },
+        accesses: vec![],
+    }
+}
+
+/// Every kernel of `graph`, launched in order on one GPU.
 pub fn evaluate_network(
-    _graph: &Graph,
-    f: &Gpu,
-    _opts: &NetworkOptions,
+    graph: &Graph,
+    g: &Gpu,
+    opts: &NetworkOptions,
 ) -> Result<NetworkCost, CostError> {
-    Err(CostError::Unsupported(format!(
-        "{}: GPU model not built yet",
-        f.path.display()
-    )))
+    let work = lower::lower(graph)?;
+    let mut layers = Vec::new();
+    for w in &work {
+        let name = &graph.node(w.node).name;
+        for k in &w.kernels {
+            layers.push(match k {
+                Kernel::Einsum(e) => einsum_row(g, name, e)?,
+                Kernel::Vector(v) => vector_row(g, name, v),
+            });
+        }
+    }
+    let latency: f64 = layers.iter().map(|l| l.latency_cycles).sum();
+    let macs: u64 = layers.iter().map(|l| l.macs).sum();
+    let peak = g.peak(graph.dtype).map(|(r, _)| r).unwrap_or(1.0) * g.device.sms as f64;
+    Ok(NetworkCost {
+        network: graph.name.clone(),
+        accelerator: g.name.clone(),
+        objective: opts.objective,
+        total: super::network::Totals {
+            latency_cycles: latency,
+            latency_s: latency * g.cycle_s(),
+            energy_pj: layers.iter().map(|l| l.energy_pj).sum(),
+            area_mm2: g.device.die_mm2,
+            macs,
+            utilization: if latency > 0.0 {
+                macs as f64 / (latency * peak)
+            } else {
+                0.0
+            },
+            dram_round_trips: 0,
+            mappings_evaluated: 0,
+        },
+        energy_by_level_pj: vec![],
+        area_by_component_um2: vec![("die".into(), g.device.die_mm2 * 1e6)],
+        layers,
+    })
 }

@@ -1,0 +1,184 @@
+//! The GPU tile/wave model: datasheet sanity, wave quantization, and agreement with
+//! measured cuBLAS GEMM times on a V100 (Baidu DeepBench, ../shared/reference).
+
+use coex::arch::{self, gpu::Gpu, Accelerator};
+use coex::cost::gpu::{gemm, gemm_with_tile};
+use coex::cost::{evaluate, NetworkOptions};
+use coex::workload::spec::single_op_graph;
+use coex::workload::DType;
+use proptest::prelude::*;
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn gpu(file: &str, overrides: &[(&str, &str)]) -> Gpu {
+    let o: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    match arch::load_accelerator(&root().join("accelerators/gpu").join(file), &o).unwrap() {
+        Accelerator::Gpu(g) => g,
+        _ => panic!("{file} is a GPU file"),
+    }
+}
+
+#[test]
+fn a100_large_fp16_gemm_reaches_70_to_95_percent_of_peak() {
+    let g = gpu("a100.toml", &[]);
+    // Datasheet: 312 TFLOP/s dense fp16 (the file's SMs x clock x MACs/SM/cycle must agree).
+    assert!(
+        (g.peak_tflops(DType::Fp16) - 312.0).abs() < 1.0,
+        "{}",
+        g.peak_tflops(DType::Fp16)
+    );
+    let e = gemm(&g, DType::Fp16, 1, 8192, 8192, 8192).unwrap();
+    let tflops = 2.0 * 8192f64.powi(3) / e.latency_s / 1e12;
+    let frac = tflops / 312.0;
+    assert!(
+        (0.70..=0.95).contains(&frac),
+        "{tflops:.1} TFLOP/s = {:.1}% of peak",
+        frac * 100.0
+    );
+}
+
+#[test]
+fn one_tile_past_a_full_wave_costs_a_whole_wave() {
+    // One tile shape, one CTA per SM: 108 SMs hold exactly 108 tiles per wave. Memory
+    // is made effectively free so the step shows in latency, not only in compute.
+    let g = gpu(
+        "a100.toml",
+        &[
+            ("device.max_ctas_per_sm", "1"),
+            ("device.dram_gb_s", "1e9"),
+            ("device.l2_gb_s", "1e9"),
+        ],
+    );
+    let t = [128, 128, 32];
+    let lat =
+        |tiles_m: u64| gemm_with_tile(&g, DType::Fp16, 1, 128 * tiles_m, 128, 16384, t).unwrap();
+    let (full, over, under) = (lat(108), lat(109), lat(100));
+    assert_eq!((full.waves, over.waves, under.waves), (1, 2, 1));
+    // Compute-bound (K = 16384): the 109th tile doubles compute time...
+    assert!(full.compute_s > full.memory_s);
+    let step = over.compute_s / full.compute_s;
+    assert!((step - 2.0).abs() < 1e-9, "step {step}");
+    // ...while 100 tiles take as long as 108: the wave is the unit of time.
+    assert!((under.compute_s - full.compute_s).abs() < 1e-15);
+    let launch = g.device.launch_overhead_us * 1e-6;
+    let latency_step = (over.latency_s - launch) / (full.latency_s - launch);
+    assert!(
+        (latency_step - 2.0).abs() < 1e-6,
+        "latency step {latency_step}"
+    );
+}
+
+/// Kendall's tau-b between two equally long samples.
+fn kendall_tau(x: &[f64], y: &[f64]) -> f64 {
+    let (mut conc, mut disc, mut tx, mut ty) = (0f64, 0f64, 0f64, 0f64);
+    for i in 0..x.len() {
+        for j in i + 1..x.len() {
+            let (dx, dy) = (x[i] - x[j], y[i] - y[j]);
+            if dx == 0.0 && dy == 0.0 {
+                continue;
+            } else if dx == 0.0 {
+                tx += 1.0;
+            } else if dy == 0.0 {
+                ty += 1.0;
+            } else if dx * dy > 0.0 {
+                conc += 1.0;
+            } else {
+                disc += 1.0;
+            }
+        }
+    }
+    (conc - disc) / ((conc + disc + tx) * (conc + disc + ty)).sqrt()
+}
+
+#[test]
+fn deepbench_v100_gemm_ranking_and_error() {
+    let g = gpu("v100.toml", &[]);
+    let mut rdr =
+        csv::Reader::from_path(root().join("../shared/reference/deepbench_gemm_v100.csv")).unwrap();
+    let h = rdr.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let (mut modeled, mut measured) = (Vec::new(), Vec::new());
+    for r in rdr.records() {
+        let r = r.unwrap();
+        let dtype = if r[col("precision")].starts_with("fp16") {
+            DType::Fp16
+        } else {
+            DType::Fp32
+        };
+        let [m, n, k] = ["M", "N", "K"].map(|c| r[col(c)].parse::<u64>().unwrap());
+        let e = gemm(&g, dtype, 1, m, n, k).unwrap();
+        modeled.push(e.latency_s * 1e6);
+        measured.push(r[col("time_us")].parse::<f64>().unwrap());
+    }
+    assert_eq!(modeled.len(), 320);
+    let tau = kendall_tau(&modeled, &measured);
+    let mut ape: Vec<f64> = modeled
+        .iter()
+        .zip(&measured)
+        .map(|(a, b)| (a - b).abs() / b)
+        .collect();
+    ape.sort_by(f64::total_cmp);
+    let mdape = ape[ape.len() / 2];
+    let mape = ape.iter().sum::<f64>() / ape.len() as f64;
+    eprintln!(
+        "DeepBench V100 GEMM (320 rows): Kendall tau {tau:.3}, median APE {:.1}%, mean APE {:.1}%",
+        mdape * 100.0,
+        mape * 100.0
+    );
+    assert!(tau >= 0.8, "Kendall tau {tau:.3} < 0.8");
+}
+
+#[test]
+fn one_network_on_a_gpu_prints_the_shared_schema() {
+    let g = single_op_graph("conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 pad=1 dtype=fp16").unwrap();
+    let acc = arch::load_accelerator(&root().join("accelerators/gpu/t4.toml"), &[]).unwrap();
+    let r = evaluate(&g, &acc, &NetworkOptions::default(), None).unwrap();
+    let conv = r.layers.iter().find(|l| l.kind == "einsum").unwrap();
+    assert_eq!(conv.macs, 115_605_504);
+    assert!(conv.utilization > 0.0 && conv.utilization <= 1.0);
+    assert!(r.total.latency_s > 0.0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    #[test]
+    fn more_sms_never_add_compute_time(m in 1u64..4096, n in 1u64..4096, k in 1u64..4096, extra in 1u32..64) {
+        let g = gpu("v100.toml", &[]);
+        let mut bigger = g.clone();
+        bigger.device.sms += extra;
+        let (a, b) = (gemm(&g, DType::Fp16, 1, m, n, k).unwrap(), gemm(&bigger, DType::Fp16, 1, m, n, k).unwrap());
+        prop_assert!(b.compute_s <= a.compute_s * (1.0 + 1e-12) || b.latency_s <= a.latency_s);
+        // Per tile shape the statement is exact:
+        for &t in &g.model.cta_tiles {
+            let (x, y) = (gemm_with_tile(&g, DType::Fp16, 1, m, n, k, t).unwrap(), gemm_with_tile(&bigger, DType::Fp16, 1, m, n, k, t).unwrap());
+            prop_assert!(y.compute_s <= x.compute_s * (1.0 + 1e-12));
+        }
+    }
+
+    #[test]
+    fn more_bandwidth_never_adds_latency(m in 1u64..4096, n in 1u64..4096, k in 1u64..4096, scale in 1.0f64..8.0) {
+        let g = gpu("a100.toml", &[]);
+        let mut faster = g.clone();
+        faster.device.dram_gb_s *= scale;
+        faster.device.l2_gb_s *= scale;
+        let (a, b) = (gemm(&g, DType::Fp16, 1, m, n, k).unwrap(), gemm(&faster, DType::Fp16, 1, m, n, k).unwrap());
+        prop_assert!(b.latency_s <= a.latency_s * (1.0 + 1e-12));
+    }
+
+    #[test]
+    fn energy_is_never_below_macs_times_mac_energy(m in 1usize..2048, n in 1usize..2048, k in 1usize..2048) {
+        let acc = arch::load_accelerator(&root().join("accelerators/gpu/h100.toml"), &[]).unwrap();
+        let Accelerator::Gpu(gp) = &acc else { unreachable!() };
+        let graph = single_op_graph(&format!("gemm m={m} n={n} k={k} dtype=fp16")).unwrap();
+        let r = evaluate(&graph, &acc, &NetworkOptions::default(), None).unwrap();
+        let floor = r.total.macs as f64 * gp.model.mac_energy_pj["fp16"];
+        prop_assert!(r.total.energy_pj >= floor);
+    }
+}
