@@ -1,0 +1,108 @@
+//! Eyeriss v1 against its silicon: AlexNet CONV1-5 at batch 4 on the shipped
+//! `eyeriss` template (uncalibrated), beside the chip's measurements in
+//! ../shared/reference/eyeriss_alexnet_silicon.csv (Chen et al., JSSC 2017).
+//! The chip's processing latency excludes DRAM transfer time and its power excludes
+//! DRAM, so the modeled figures below are on-chip latency and on-chip power.
+//! The chip also skips zero activations (which saves power, not cycles); coex's
+//! dense model does not, so modeled power is expected to be higher.
+
+use coex::arch::{self, Template};
+use coex::cost::{evaluate_network, NetworkOptions};
+use coex::workload;
+use std::collections::HashMap;
+use std::path::Path;
+
+struct Row {
+    layer: String,
+    modeled_ms: f64,
+    silicon_ms: f64,
+    modeled_mw: f64,
+    silicon_mw: f64,
+    modeled_dram_mb: f64,
+    silicon_dram_mb: f64,
+    modeled_glb_mb: f64,
+    silicon_glb_mb: f64,
+}
+
+fn compare() -> Vec<Row> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let t: Template = arch::load(&root.join("accelerators/asic/eyeriss.toml"), &[]).unwrap();
+    let g = workload::load(&root.join("workloads/alexnet.toml"), Some(4)).unwrap();
+    let r = evaluate_network(&g, &t, &NetworkOptions::default(), None).unwrap();
+    let mut rdr =
+        csv::Reader::from_path(root.join("../shared/reference/eyeriss_alexnet_silicon.csv"))
+            .unwrap();
+    let h = rdr.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let silicon: HashMap<String, csv::StringRecord> = rdr
+        .records()
+        .map(|r| r.unwrap())
+        .map(|r| (r[col("layer")].to_string(), r))
+        .collect();
+    let dram = t.level_index("DRAM").unwrap();
+    let word_bytes = t.word_bytes();
+    let mut rows = Vec::new();
+    for conv in ["conv1", "conv2", "conv3", "conv4", "conv5"] {
+        let k = r
+            .layers
+            .iter()
+            .find(|l| l.layer == conv && l.kind == "einsum")
+            .unwrap();
+        let words = |level: &str| -> f64 {
+            k.accesses
+                .iter()
+                .filter(|a| a.level == level)
+                .map(|a| (a.reads + a.fills + a.updates) as f64)
+                .sum()
+        };
+        let dram_words = words("DRAM");
+        // On-chip latency: compute and on-chip bandwidth, not the DRAM interface.
+        let on_chip_cycles = k.compute_cycles;
+        let dram_pj = dram_words * t.levels[dram].read_energy_pj;
+        let s = &silicon[&conv.to_uppercase()];
+        let f = |c: &str| s[col(c)].parse::<f64>().unwrap();
+        rows.push(Row {
+            layer: conv.to_uppercase(),
+            modeled_ms: on_chip_cycles * t.cycle_s() * 1e3,
+            silicon_ms: f("latency_processing_ms"),
+            modeled_mw: (k.energy_pj - dram_pj) / (on_chip_cycles * t.cycle_s()) * 1e-9,
+            silicon_mw: f("power_mw"),
+            modeled_dram_mb: dram_words * word_bytes / 1e6,
+            silicon_dram_mb: f("dram_access_mb"),
+            modeled_glb_mb: words("GLB") * word_bytes / 1e6,
+            silicon_glb_mb: f("glb_access_mb"),
+        });
+    }
+    rows
+}
+
+#[test]
+fn alexnet_processing_latency_within_30_percent_of_the_chip() {
+    let rows = compare();
+    eprintln!("| layer | latency ms (coex / chip) | power mW (coex / chip) | DRAM MB (coex / chip) | GLB MB (coex / chip) |");
+    eprintln!("|---|---|---|---|---|");
+    for r in &rows {
+        eprintln!(
+            "| {} | {:.1} / {:.1} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            r.layer,
+            r.modeled_ms,
+            r.silicon_ms,
+            r.modeled_mw,
+            r.silicon_mw,
+            r.modeled_dram_mb,
+            r.silicon_dram_mb,
+            r.modeled_glb_mb,
+            r.silicon_glb_mb
+        );
+    }
+    let modeled: f64 = rows.iter().map(|r| r.modeled_ms).sum();
+    // The chip's total row (103.5 ms) is the sum of its five layers.
+    let silicon: f64 = rows.iter().map(|r| r.silicon_ms).sum();
+    eprintln!("| total | {modeled:.1} / {silicon:.1} | | | |");
+    let err = (modeled - silicon).abs() / silicon;
+    assert!(
+        err < 0.30,
+        "total processing latency {modeled:.1} ms vs chip {silicon:.1} ms ({:.0}%)",
+        err * 100.0
+    );
+}
