@@ -122,6 +122,11 @@ fn replay(layer: &str, spec: &str) {
     let q = cost::quick(&p, &t, &c);
     assert_eq!(q.latency_cycles as u64, cycles, "cycles");
     let err = (q.energy_pj - energy).abs() / energy;
+    eprintln!(
+        "{layer}: energy {:.1} pJ vs Timeloop {energy:.1} pJ ({:+.3}%)",
+        q.energy_pj,
+        (q.energy_pj - energy) / energy * 100.0
+    );
     assert!(
         err < 0.01,
         "{layer}: energy {:.1} pJ vs Timeloop {energy:.1} pJ ({:.3}%)",
