@@ -164,7 +164,7 @@ pub fn evaluate_network(
     }
     let mapped: Vec<Mapped> = mapped.into_iter().collect::<Result<_, _>>()?;
 
-    let onchip = OnChip::new(t);
+    let onchip = global_buffer(t);
     let fits = |words: u64| onchip.map(|(_, cap)| words <= cap / 2).unwrap_or(false);
     let wb = t.word_bytes();
     let mut layers = Vec::new();
@@ -288,15 +288,10 @@ pub fn evaluate_network(
 }
 
 /// The global buffer: innermost shared level with a capacity, `(index, words)`.
-struct OnChip;
-
-impl OnChip {
-    #[allow(clippy::new_ret_no_self)]
-    fn new(t: &Template) -> Option<(usize, u64)> {
-        (1..t.fanout_level())
-            .rev()
-            .find_map(|l| t.levels[l].size_words.map(|s| (l, s)))
-    }
+fn global_buffer(t: &Template) -> Option<(usize, u64)> {
+    (1..t.fanout_level())
+        .rev()
+        .find_map(|l| t.levels[l].size_words.map(|s| (l, s)))
 }
 
 /// Removes DRAM traffic for activations that stay in the global buffer: an operand
