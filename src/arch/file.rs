@@ -95,6 +95,7 @@ struct RawMac {
 #[serde(deny_unknown_fields)]
 struct RawVector {
     lanes: Option<i64>,
+    fuse_elementwise: Option<bool>,
     energy_pj_per_op: Option<f64>,
     area_um2: Option<f64>,
 }
@@ -389,6 +390,7 @@ fn build(
         mac_area_um2: mac_area,
         vector: Vector {
             lanes: lanes as usize,
+            fuse_elementwise: raw.vector.fuse_elementwise.unwrap_or(true),
             energy_pj_per_op: raw
                 .vector
                 .energy_pj_per_op

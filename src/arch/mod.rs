@@ -116,6 +116,9 @@ impl Array {
 #[derive(Clone, Debug, Serialize)]
 pub struct Vector {
     pub lanes: usize,
+    /// Element-wise ops (bias, batchnorm, activations, residual adds) are applied to a
+    /// producer's outputs as they stream out: they cost lane cycles, not memory trips.
+    pub fuse_elementwise: bool,
     pub energy_pj_per_op: f64,
     pub area_um2: f64,
 }

@@ -192,12 +192,17 @@ pub fn vector_home(t: &Template, v: &VectorOp) -> usize {
 
 /// A VectorOp on the template's vector unit: `ops / lanes` cycles, or the home level's
 /// bandwidth if slower; energy = ops × vector energy + words × home-level access energy.
+/// Element-wise ops fused into their producer (`vector.fuse_elementwise`, the default)
+/// move no data of their own.
 pub fn vector_quick(t: &Template, v: &VectorOp) -> (Quick, usize) {
     let home = vector_home(t, v);
     let lv = &t.levels[home];
     let wb = t.word_bytes();
-    let read_words = v.bytes_read as f64 / wb;
-    let write_words = v.bytes_written as f64 / wb;
+    let (read_words, write_words) = if vector_fused(t, v) {
+        (0.0, 0.0)
+    } else {
+        (v.bytes_read as f64 / wb, v.bytes_written as f64 / wb)
+    };
     let compute = (v.ops() as f64 / t.vector.lanes as f64).ceil();
     let transfer = lv
         .bandwidth_words_per_cycle
@@ -217,6 +222,11 @@ pub fn vector_quick(t: &Template, v: &VectorOp) -> (Quick, usize) {
         },
         home,
     )
+}
+
+/// Whether a VectorOp rides in its producer's output stream.
+pub fn vector_fused(t: &Template, v: &VectorOp) -> bool {
+    t.vector.fuse_elementwise && v.kind == crate::lower::VectorKind::Elementwise
 }
 
 /// Per-level, per-operand access rows for reports.

@@ -236,13 +236,19 @@ pub fn evaluate_network(
                 Kernel::Vector(v) => {
                     let (q, home) = vector_quick(t, v);
                     let lv = &t.levels[home];
-                    by_level[home] += v.bytes_read as f64 / wb * lv.read_energy_pj
-                        + v.bytes_written as f64 / wb * lv.write_energy_pj;
+                    let fused = vector_fused(t, v);
+                    if !fused {
+                        by_level[home] += v.bytes_read as f64 / wb * lv.read_energy_pj
+                            + v.bytes_written as f64 / wb * lv.write_energy_pj;
+                    }
                     layers.push(LayerCost {
                         layer: node.name.clone(),
                         kernel: v.name.clone(),
                         kind: "vector",
-                        mapping: format!("vector[{}] @{}", t.vector.lanes, lv.name),
+                        mapping: match fused {
+                            true => format!("vector[{}] fused", t.vector.lanes),
+                            false => format!("vector[{}] @{}", t.vector.lanes, lv.name),
+                        },
                         macs: 0,
                         padded_macs: 0,
                         compute_cycles: q.compute_cycles,

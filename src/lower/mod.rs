@@ -311,14 +311,13 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
                 NormKind::Layer => 8,
                 NormKind::Rms => 5,
             };
-            vec![vec_op(
-                "",
-                VectorKind::Reduction,
-                out.elements(),
-                ops,
-                in_bytes,
-                out.bytes(),
-            )]
+            // Inference batchnorm is a per-channel affine map: element-wise.
+            let vk = if *kind == NormKind::Batch {
+                VectorKind::Elementwise
+            } else {
+                VectorKind::Reduction
+            };
+            vec![vec_op("", vk, out.elements(), ops, in_bytes, out.bytes())]
         }
         Op::Act { act } => vec![elementwise("", act.ops_per_element())],
         Op::Binary { .. } => vec![elementwise("", 1)],
