@@ -1,6 +1,7 @@
-//! The mapper: spatial candidates ranked by array utilization, then a seeded search
-//! over how each dim's prime factors spread across the memory levels and which
-//! operand each level keeps stationary. Every candidate is repaired to fit capacity
+//! The mapper: spatial candidates ranked by array utilization, then a search over how
+//! each dim's prime factors spread across the memory levels and which operand each
+//! level keeps stationary: exhaustive when that space fits the budget, else seeded
+//! random samples followed by local refinement of the best. Every candidate is repaired to fit capacity
 //! before it is scored, so a returned mapping never breaks a buffer.
 //!
 //! The search is deterministic for a given seed and budget: the same problem,
@@ -248,8 +249,17 @@ where
         }
         let mut local_best: Option<(Genome, f64)> = None;
         let samples = per_spatial / 2;
-        for i in 0..per_spatial {
+        // Small spaces are enumerated outright; large ones are sampled, then refined.
+        let space = space_size(genes.len(), nl);
+        let exhaustive = space.map(|n| n <= per_spatial as u64).unwrap_or(false);
+        let rounds = if exhaustive {
+            space.unwrap_or(0) as usize
+        } else {
+            per_spatial
+        };
+        for i in 0..rounds {
             let mut g = match (&local_best, i >= samples) {
+                _ if exhaustive => nth_genome(&genes, nl, i as u64),
                 (Some((bg, _)), true) => mutate(bg, nl, &mut rng),
                 _ => random_genome(&genes, nl, &mut rng),
             };
@@ -294,6 +304,31 @@ where
             why: last_why,
         }),
     }
+}
+
+/// Number of distinct genomes: levels^factors × 3^levels (stationarity per level),
+/// `None` if it overflows.
+fn space_size(factors: usize, nl: usize) -> Option<u64> {
+    let l = nl as u64;
+    l.checked_pow(factors as u32)?
+        .checked_mul(3u64.checked_pow(nl as u32)?)
+}
+
+/// The `i`-th genome in mixed-radix order (factor levels, then stationarity).
+fn nth_genome(genes: &[(usize, u64, usize)], nl: usize, mut i: u64) -> Genome {
+    let mut g = Genome {
+        genes: genes.to_vec(),
+        stationary: [0; MAX_LEVELS],
+    };
+    for gene in g.genes.iter_mut() {
+        gene.2 = (i % nl as u64) as usize;
+        i /= nl as u64;
+    }
+    for s in g.stationary.iter_mut().take(nl) {
+        *s = (i % 3) as u8;
+        i /= 3;
+    }
+    g
 }
 
 fn random_genome(genes: &[(usize, u64, usize)], nl: usize, rng: &mut ChaCha8Rng) -> Genome {
