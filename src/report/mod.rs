@@ -284,6 +284,9 @@ pub fn resources_line(r: &[(String, f64)]) -> Option<String> {
                 .iter()
                 .find(|(k2, _)| k2.strip_suffix(".available") == Some(name))
                 .map(|(_, a)| *a)?;
+            if avail == 0.0 && *used == 0.0 {
+                return None; // a resource the device does not have (URAM on 7-series)
+            }
             let pct = if avail > 0.0 {
                 format!(" ({:.1}%)", used / avail * 100.0)
             } else {

@@ -9,19 +9,22 @@
 //!   cycles = M · (b·N / PE) · (K / SIMD)      PE | b·N,  SIMD | K
 //! ```
 //!
-//! For a convolution K = C·R·S and SIMD must divide C (the sliding-window unit emits
-//! SIMD channels of one tap at a time); a depthwise one (C = 1) folds the taps.
+//! For a convolution K = C·R·S and SIMD divides C (the sliding-window unit emits SIMD
+//! channels of one tap at a time) or, with all C channels in parallel, is C times a
+//! divisor of R·S (FINN's "parallel window" generator): a 3-channel first layer or a
+//! depthwise layer (C = 1) can still unroll its taps.
 //! A stage holds its weights as PE banks of SIMD·bits × (b·N/PE)·(K/SIMD) words, in
 //! BRAM or URAM (the folding chooses), a convolution also a line buffer of the input
 //! rows one output row needs (BRAM), and PE·SIMD MAC lanes (DSPs by precision).
-//! A VectorOp stage has `vector_lanes` lanes: ⌈ops / lanes⌉ cycles.
+//! A VectorOp stage is folded too: 1, 2, 4, … up to `vector_lanes` lanes, ⌈ops / lanes⌉
+//! cycles (FINN's elementwise, pooling and thresholding units have PE parallelism).
 //!
 //! Cycles are per image (the batch is the leading dim of the network input). The
 //! slowest stage sets the interval T (no faster than the DMA that streams the input
 //! in and the result out); a stage starts once its producer has emitted what its
-//! first output needs: a `fill` share of the producer-side work (R/P of a
-//! convolution's rows, one row of a row-wise GEMM, all of a reduction or of a
-//! product of two activations, nothing of an elementwise op). So
+//! first output needs: a `fill` share of its own work (R/P of a convolution's rows,
+//! one row of a row-wise GEMM, all of a global reduction or of a product of two
+//! activations, nothing of a streaming elementwise or windowed op). So
 //!
 //! ```text
 //!   latency = Σ_{i ≠ slowest} fill_i · c_i + images · T
@@ -37,7 +40,7 @@ use crate::arch::fpga::{
 };
 use crate::cost::network::{LayerCost, NetworkCost, Totals};
 use crate::cost::{gemm_view, Access, Objective};
-use crate::lower::{self, Einsum, Kernel, VectorKind, VectorOp};
+use crate::lower::{self, Einsum, Kernel, VectorOp};
 use crate::map::{Problem, MAX_DIMS};
 use crate::workload::{Graph, Op};
 use std::collections::HashMap;
@@ -49,6 +52,8 @@ pub struct Stage {
     pub kernel: String,
     pub kind: &'static str,
     pub macs: u64,
+    /// VectorOp operations (0 for an Einsum stage).
+    pub vector_ops: u64,
     pub candidates: Vec<Candidate>,
     /// Share of its work a stage does before its first output leaves.
     pub fill: f64,
@@ -63,7 +68,7 @@ fn divisors(n: u64) -> Vec<u64> {
     let mut hi = Vec::new();
     let mut d = 1;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             lo.push(d);
             if d * d != n {
                 hi.push(n / d);
@@ -79,8 +84,8 @@ fn divisors(n: u64) -> Vec<u64> {
 /// with the rows dim at 1 and the images dim at 1.
 fn line_buffer_words(p: &Problem) -> u64 {
     let mut ext = [1u64; MAX_DIMS];
-    for d in 0..p.ndims {
-        ext[d] = match p.names[d] {
+    for (d, e) in ext.iter_mut().enumerate().take(p.ndims) {
+        *e = match p.names[d] {
             "P" | "N" => 1,
             _ => p.bounds[d],
         };
@@ -104,12 +109,12 @@ fn einsum_candidates(p: &Problem, f: &Fpga, d: &Dataflow, images: f64) -> Vec<Ca
     let (b, m, n, k) = gemm_view(p);
     let dims = split_dims(p);
     let lanes_out = b * n;
-    let simd_over = if !dims.conv {
-        k
-    } else if dims.n > 1 {
-        dims.n
+    let simds: Vec<u64> = if dims.conv {
+        let mut v = divisors(dims.n);
+        v.extend(divisors(dims.taps).into_iter().skip(1).map(|t| dims.n * t));
+        v
     } else {
-        dims.taps
+        divisors(k)
     };
     let prec = &f.precision;
     let bits = prec.bits as u64;
@@ -120,7 +125,7 @@ fn einsum_candidates(p: &Problem, f: &Fpga, d: &Dataflow, images: f64) -> Vec<Ca
     };
     let mut best: HashMap<(u64, &'static str), Candidate> = HashMap::new();
     for pe in divisors(lanes_out) {
-        for simd in divisors(simd_over) {
+        for &simd in &simds {
             let cycles = (m * (lanes_out / pe) * (k / simd)) as f64 / images;
             let depth = (lanes_out / pe) * (k / simd);
             for mem in weight_memories(f, d) {
@@ -165,31 +170,47 @@ fn einsum_fill(e: &Einsum) -> f64 {
     }
 }
 
+/// A VectorOp stage: `lanes` ∈ {1, 2, 4, …, vector_lanes}, ⌈ops / lanes⌉ cycles.
 fn vector_stage(v: &VectorOp, layer: &str, f: &Fpga, d: &Dataflow, images: f64) -> Stage {
     let c = &f.common;
-    let lanes = c.vector_lanes;
-    let res = Resources {
-        lut: lanes as f64 * c.lut_per_vector_lane + d.lut_per_stage,
-        ff: lanes as f64 * c.ff_per_vector_lane + d.ff_per_stage,
-        ..Resources::default()
-    };
+    let mut widths: Vec<u64> = std::iter::successors(Some(1u64), |l| Some(l * 2))
+        .take_while(|&l| l < c.vector_lanes)
+        .collect();
+    widths.push(c.vector_lanes);
+    let candidates = widths
+        .into_iter()
+        .map(|lanes| Candidate {
+            cycles: (v.ops() as f64 / lanes as f64).ceil() / images,
+            res: Resources {
+                lut: lanes as f64 * c.lut_per_vector_lane + d.lut_per_stage,
+                ff: lanes as f64 * c.ff_per_vector_lane + d.ff_per_stage,
+                ..Resources::default()
+            },
+            lanes: 0,
+            label: format!("vector[{lanes}]"),
+        })
+        .collect();
     Stage {
         layer: layer.to_string(),
         kernel: v.name.clone(),
         kind: "vector",
         macs: 0,
-        candidates: vec![Candidate {
-            cycles: (v.ops() as f64 / lanes as f64).ceil() / images,
-            res,
-            lanes: 0,
-            label: format!("vector[{lanes}]"),
-        }],
-        fill: match v.kind {
-            VectorKind::Elementwise | VectorKind::Move => 0.0,
-            _ => 1.0,
-        },
+        vector_ops: v.ops(),
+        candidates,
+        fill: vector_fill(v),
         dram_in_words: 0.0,
         dram_out_words: 0.0,
+    }
+}
+
+/// A VectorOp that writes less than an eighth of what it reads reduces whole tensors
+/// (global pooling): it emits after all its work. Everything else (activations,
+/// adds, norms with known statistics, pooling windows, scans) streams: no fill.
+fn vector_fill(v: &VectorOp) -> f64 {
+    if v.bytes_written * 8 < v.bytes_read {
+        1.0
+    } else {
+        0.0
     }
 }
 
@@ -250,6 +271,7 @@ pub fn dataflow_stages(
                         kernel: e.name.clone(),
                         kind: "einsum",
                         macs: e.macs(),
+                        vector_ops: 0,
                         candidates,
                         fill: einsum_fill(e),
                         dram_in_words: 0.0,
@@ -304,8 +326,10 @@ pub fn plan(graph: &Graph, f: &Fpga, d: &Dataflow, with_ilp: bool) -> Result<Pla
     let (stages, imgs) = dataflow_stages(graph, f, d)?;
     let cands: Vec<Vec<Candidate>> = stages.iter().map(|s| s.candidates.clone()).collect();
     let floor = dma_floor(&stages, f, imgs);
+    let fills: Vec<f64> = stages.iter().map(|s| s.fill).collect();
     let p = FoldProblem {
         stages: &cands,
+        fill: &fills,
         fixed: fixed(f),
         budget: f.common.budget(&f.device),
         floor,
@@ -404,11 +428,7 @@ pub fn evaluate(graph: &Graph, f: &Fpga, d: &Dataflow) -> Result<(NetworkCost, F
         let pe_simd = c.lanes as f64;
         let mac = s.macs as f64 * f.precision.mac_energy_pj;
         lanes_total += pe_simd;
-        let vec_e = if s.kind == "vector" {
-            c.cycles * imgs * f.common.vector_lanes as f64 * f.common.vector_pj_per_op
-        } else {
-            0.0
-        };
+        let vec_e = s.vector_ops as f64 * f.common.vector_pj_per_op;
         let dram_words = s.dram_in_words + s.dram_out_words;
         let dram = dram_words * word_b * f.common.dram_pj_per_byte;
         let stat = static_total * busy[i] / busy_sum;

@@ -12,9 +12,10 @@
 //!         x_ij ∈ {0, 1}
 //! ```
 //!
-//! solved by good_lp's pure-Rust `microlp` branch and bound, then a second program
-//! minimizes Σ_ij (Σ_k r_ijk / B_k) · x_ij with every stage held to c_ij ≤ T*, so the
-//! stages that are not the bottleneck do not hold resources they cannot use.
+//! solved by good_lp's pure-Rust `microlp` branch and bound. Many foldings share the
+//! optimal T*; a deterministic local pass (`least_fill`) then moves each stage, within
+//! c ≤ T* and the budget, toward less pipeline fill (Σ_i fill_i·c_i, the latency a
+//! batch pays on top of images·T*) and then a smaller design.
 //!
 //! Two reductions keep the programs small and lose no optimum: with the greedy
 //! folding's T_g as an upper bound, candidates slower than T_g are dropped; with
@@ -25,7 +26,7 @@
 //!
 //! The greedy (FINN's SetFolding idea): start every stage at its cheapest candidate,
 //! then repeatedly move the slowest stage to the slowest candidate that is faster
-//! and still fits; stop when it cannot move.
+//! and still fits; stop when it cannot move. It ends with the same `least_fill` pass.
 
 use crate::arch::fpga::Resources;
 use good_lp::{
@@ -71,6 +72,8 @@ pub enum FoldError {
 /// a floor on T.
 pub struct Problem<'a> {
     pub stages: &'a [Vec<Candidate>],
+    /// Per stage, the share of its cycles that adds to the pipeline's latency.
+    pub fill: &'a [f64],
     pub fixed: Resources,
     pub budget: Resources,
     pub floor: f64,
@@ -199,7 +202,8 @@ pub fn greedy(p: &Problem) -> Result<Fold, FoldError> {
             None => break,
         }
     }
-    Ok(p.fold(choice, "greedy"))
+    let scale = p.t_of(&choice).max(1.0);
+    Ok(p.fold(least_fill(p, choice, scale), "greedy"))
 }
 
 /// `a` is at least as good as `b`: no slower (clipped at `lb`) and no larger anywhere.
@@ -280,19 +284,7 @@ pub fn ilp(p: &Problem, start: Option<&Fold>, time_limit_s: f64) -> Result<Fold,
         .fold(p.floor, f64::max)
         .max(1.0);
     let (choice, status) = solve_min_t(p, &keep, seed.as_deref(), scale, time_limit_s)?;
-    let t_star = p.t_of(&choice);
-    // Phase 2: the smallest design at T*.
-    let tight: Vec<Vec<usize>> = keep
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            k.iter()
-                .copied()
-                .filter(|&j| p.stages[i][j].cycles <= t_star)
-                .collect()
-        })
-        .collect();
-    let choice = solve_min_size(p, &tight, &choice, time_limit_s).unwrap_or(choice);
+    let choice = least_fill(p, choice, scale);
     Ok(p.fold(choice, status))
 }
 
@@ -407,32 +399,43 @@ fn solve_min_t(
     }
 }
 
-fn solve_min_size(
-    p: &Problem,
-    keep: &[Vec<usize>],
-    seed: &[usize],
-    time_limit_s: f64,
-) -> Option<Vec<usize>> {
-    let mut vars = variables!();
-    let x = binaries(&mut vars, keep);
-    let mut obj = Expression::default();
-    for (i, k) in keep.iter().enumerate() {
-        for (n, &j) in k.iter().enumerate() {
-            obj.add_mul(p.weight(&p.stages[i][j].res), x[i][n]);
+/// Among the foldings at T*, one with less pipeline fill and a smaller design:
+/// each stage in turn moves to the candidate with c ≤ T* that minimizes
+/// fill·c/scale + 10⁻³·size while the whole still fits, until nothing moves.
+/// Deterministic and never slower than its start.
+fn least_fill(p: &Problem, mut choice: Vec<usize>, scale: f64) -> Vec<usize> {
+    let t_star = p.t_of(&choice);
+    let score = |i: usize, j: usize| {
+        let c = &p.stages[i][j];
+        p.fill.get(i).copied().unwrap_or(0.0) * c.cycles / scale + 1e-3 * p.weight(&c.res)
+    };
+    let mut used = p.used(&choice);
+    for _ in 0..4 {
+        let mut moved = false;
+        for (i, slot) in choice.iter_mut().enumerate() {
+            let cur = *slot;
+            let old = p.stages[i][cur].res;
+            let mut best = (score(i, cur), cur);
+            for (j, c) in p.stages[i].iter().enumerate() {
+                let s = score(i, j);
+                if c.cycles <= t_star
+                    && s < best.0 - 1e-12
+                    && used.add(&c.res).add(&old.scale(-1.0)).fits_in(&p.budget)
+                {
+                    best = (s, j);
+                }
+            }
+            if best.1 != cur {
+                used = used.add(&p.stages[i][best.1].res).add(&old.scale(-1.0));
+                *slot = best.1;
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
         }
     }
-    let mut model = vars
-        .minimise(obj)
-        .using(microlp)
-        .with_time_limit(time_limit_s)
-        .with_initial_solution(seed_values(keep, &x, seed));
-    for c in common_constraints(p, keep, &x) {
-        model = model.with(c);
-    }
-    let sol = model.solve().ok()?;
-    let choice = picked(keep, &x, &sol);
-    let fits = p.used(&choice).fits_in(&p.budget);
-    (fits && p.t_of(&choice) <= p.t_of(seed)).then_some(choice)
+    choice
 }
 
 #[cfg(test)]
@@ -468,6 +471,7 @@ mod tests {
         ];
         let p = Problem {
             stages: &stages,
+            fill: &[0.0, 0.0],
             fixed: Resources::default(),
             budget: Resources {
                 dsp: 10.0,
@@ -492,6 +496,7 @@ mod tests {
         let stages = vec![vec![cand(10.0, 5.0)], vec![cand(10.0, 6.0)]];
         let p = Problem {
             stages: &stages,
+            fill: &[0.0, 0.0],
             fixed: Resources::default(),
             budget: Resources {
                 dsp: 10.0,

@@ -92,9 +92,9 @@ impl Layer {
     pub fn new(p: &Problem) -> Layer {
         let dims = split_dims(p);
         let mut ext = [1u64; MAX_DIMS];
-        for d in 0..p.ndims {
+        for (d, e) in ext.iter_mut().enumerate().take(p.ndims) {
             if matches!(p.names[d], "R" | "S") && !p.operands[2].is_relevant(d) {
-                ext[d] = p.bounds[d];
+                *e = p.bounds[d];
             }
         }
         Layer {
