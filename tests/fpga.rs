@@ -335,6 +335,29 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Energy is never below MACs × MAC energy, on either engine, for random convs.
+    #[test]
+    fn energy_never_below_mac_energy(
+        c in 1usize..64, k in 1usize..64, hw in 3usize..24, r in 1usize..4, g in 0usize..2,
+    ) {
+        let groups = if g == 1 && c == k { c } else { 1 };
+        let spec = format!("conv2d n=1 c={c} h={hw} w={hw} k={k} kernel={r} groups={groups} bias=true dtype=int8");
+        let graph = single_op_graph(&spec).unwrap();
+        for file in ["zynq7020_tiled.toml", "zcu102_dataflow.toml"] {
+            let f = fpga(file, &[]);
+            let res = eval(&graph, &f).unwrap();
+            for l in &res.layers {
+                prop_assert!(l.energy_pj >= l.macs as f64 * f.precision.mac_energy_pj);
+            }
+            prop_assert!(res.total.energy_pj >= res.total.macs as f64 * f.precision.mac_energy_pj);
+            prop_assert!(res.total.macs > 0);
+        }
+    }
+}
+
 /// Network level: more off-chip bandwidth never increases latency; more DSP lanes
 /// never increase compute; energy ≥ MACs × MAC energy on every row.
 #[test]
