@@ -146,7 +146,7 @@ pub fn load_str(
 
 /// Adds "(line N)" to a serde message about an unknown field when toml gave no span
 /// (fields inside arrays of tables), by finding the key at the start of a line.
-fn with_line(text: &str, message: &str) -> String {
+pub(super) fn with_line(text: &str, message: &str) -> String {
     if message.contains("line ") {
         return message.to_string();
     }
@@ -523,7 +523,11 @@ fn build_level(
 
 /// `[space]` entries: a list of values, `{ pow2 = [lo, hi] }` or `{ range = [lo, hi, step] }`.
 /// Each key must name something an override can set.
-fn resolve_space(table: &Table, space: &Table, path: &Path) -> Result<Vec<SpaceParam>, ArchError> {
+pub(super) fn resolve_space(
+    table: &Table,
+    space: &Table,
+    path: &Path,
+) -> Result<Vec<SpaceParam>, ArchError> {
     let mut out = Vec::new();
     for (key, spec) in space {
         let k = format!("space.\"{key}\"");

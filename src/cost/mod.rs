@@ -37,6 +37,8 @@ pub enum CostError {
     Map(#[from] crate::map::MapError),
     #[error(transparent)]
     Workload(#[from] crate::workload::WorkloadError),
+    #[error(transparent)]
+    Fpga(#[from] fpga::FpgaError),
     #[error("{0}")]
     Unsupported(String),
 }

@@ -61,6 +61,9 @@ pub struct Totals {
     /// Activation tensors that do not fit on chip and go through DRAM.
     pub dram_round_trips: usize,
     pub mappings_evaluated: usize,
+    /// Device resources a design uses, as `<R>.used` / `<R>.available` pairs
+    /// (FPGA: DSP, BRAM36, URAM, LUT, FF); empty for kinds without them.
+    pub resources: Vec<(String, f64)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -281,6 +284,7 @@ pub fn evaluate_network(
             },
             dram_round_trips: round_trips,
             mappings_evaluated: mapped.iter().map(|m| m.evaluated).sum(),
+            resources: vec![],
         },
         energy_by_level_pj: t
             .levels

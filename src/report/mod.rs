@@ -258,6 +258,9 @@ pub fn eval_table(n: &crate::cost::NetworkCost, levels: &[String]) -> String {
         t.utilization,
         t.dram_round_trips,
     ));
+    if let Some(line) = resources_line(&t.resources) {
+        s.push_str(&line);
+    }
     s.push_str("energy by level: ");
     s.push_str(
         &n.energy_by_level_pj
@@ -268,6 +271,35 @@ pub fn eval_table(n: &crate::cost::NetworkCost, levels: &[String]) -> String {
     );
     s.push('\n');
     s
+}
+
+/// "resources: DSP 1,792/2,520 (71.1%), …" from `<R>.used` / `<R>.available` pairs;
+/// `None` when the result has no resources (ASIC).
+pub fn resources_line(r: &[(String, f64)]) -> Option<String> {
+    let parts: Vec<String> = r
+        .iter()
+        .filter_map(|(k, used)| {
+            let name = k.strip_suffix(".used")?;
+            let avail = r
+                .iter()
+                .find(|(k2, _)| k2.strip_suffix(".available") == Some(name))
+                .map(|(_, a)| *a)?;
+            if avail == 0.0 && *used == 0.0 {
+                return None; // a resource the device does not have (URAM on 7-series)
+            }
+            let pct = if avail > 0.0 {
+                format!(" ({:.1}%)", used / avail * 100.0)
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "{name} {}/{}{pct}",
+                crate::cost::fpga::thousands(*used),
+                crate::cost::fpga::thousands(avail)
+            ))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("resources: {}\n", parts.join(", ")))
 }
 
 /// Level names that appear in a result's accesses, in first-seen order.
