@@ -312,6 +312,7 @@ pub fn evaluate_network(
             },
             dram_round_trips: 0,
             mappings_evaluated: 0,
+            resources: vec![],
         },
         energy_by_level_pj: vec![],
         area_by_component_um2: vec![("die".into(), g.device.die_mm2 * 1e6)],
