@@ -20,11 +20,15 @@
 //! oracle. Everything runs in f64, so agreeing computations differ by ~1e-15; the
 //! tolerance [`TOLERANCE`] = 1e-4 separates rounding from a wrong index by many orders.
 
+pub mod accel;
 pub mod data;
 pub mod einsum;
 pub mod gemm;
+pub mod mapped;
 pub mod naive;
+pub mod scale;
 pub mod tensor;
+pub mod vector;
 
 pub use data::{DataGen, Fault};
 pub use tensor::{rel_err, Tensor};
@@ -56,6 +60,16 @@ pub enum CheckError {
     Node { node: String, message: String },
     #[error("einsum '{einsum}': {message}")]
     Einsum { einsum: String, message: String },
+    #[error(
+        "einsum '{einsum}': level '{level}' must hold {words} words but has room for \
+         {capacity}; the mapping's tiles overflow it"
+    )]
+    Capacity {
+        einsum: String,
+        level: String,
+        words: u64,
+        capacity: u64,
+    },
     #[error(
         "'{graph}' has {amount} {what}, more than the reference engine's limit of {limit}; \
          scale it down (smaller widths, image_size, seq_len, batch) to check it"
