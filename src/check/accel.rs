@@ -36,7 +36,7 @@ use std::time::Instant;
 pub const DEFAULT_MAX_MACS: u64 = 400_000;
 
 /// Largest vector op (tensor elements, inputs and output) the vector unit model runs.
-pub const DEFAULT_VECTOR_LIMIT: u64 = 4_000_000;
+pub const DEFAULT_VECTOR_LIMIT: u64 = 16_000_000;
 
 /// A deliberate error in the modeled counts, to show that the checker notices one:
 /// `delta` added to one count of one level and operand after `map::analyze`.

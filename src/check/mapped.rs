@@ -434,9 +434,9 @@ impl<'a> Exec<'a> {
         let mut sp_stride = vec![1u64; nd];
         for l in (0..nl).rev() {
             if l + 1 == fan {
-                for d in 0..nd {
-                    sp_stride[d] = run[d];
-                    run[d] *= spatial[d];
+                sp_stride.clone_from(&run);
+                for (r, s) in run.iter_mut().zip(&spatial) {
+                    *r *= s;
                 }
             }
             for &d in &m.order[l][..nd] {
@@ -451,8 +451,8 @@ impl<'a> Exec<'a> {
                     });
                 }
             }
-            for d in 0..nd {
-                run[d] *= m.factors[l][d] as u64;
+            for (r, &f) in run.iter_mut().zip(&m.factors[l]) {
+                *r *= f as u64;
             }
         }
         let padded: Vec<u64> = (0..nd).map(|d| m.padded_bound(d)).collect();
@@ -1159,4 +1159,50 @@ pub fn compare(t: &Template, counted: &Counted, modeled: &Counts) -> Vec<Mismatc
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_difference_of_sorted_keys() {
+        assert_eq!(minus(&[1, 3, 5, 7], &[3, 4, 7]), vec![1, 5]);
+        assert_eq!(minus(&[], &[1]), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn pes_enumerate_spatial_factors_with_their_strides() {
+        // Dim 0 unrolled 2 ways (stride 3), dim 1 not, dim 2 unrolled 3 ways (stride 1).
+        let pes = pe_offsets(&[2, 1, 3], &[3, 1, 1]);
+        assert_eq!(pes.len(), 6);
+        assert_eq!(pes[1], vec![0, 0, 1]);
+        assert_eq!(pes[3], vec![3, 0, 0]);
+        // An operand indexed by dim 0 only: PEs differing in dim 2 share a group.
+        assert_eq!(
+            broadcast_groups(&[2, 1, 3], &[true, false, false]),
+            vec![0, 0, 0, 1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn tiles_are_sorted_element_sets() {
+        // I[h] with h = 2p + r − 1 over p ∈ {1, 2}, r < 3: h ∈ {1..5} (the padding row −1 is not in it).
+        let e = crate::lower::gemm("g", 1, 1, 1, crate::workload::DType::Fp32);
+        let op = Operand {
+            role: crate::lower::OperandRole::Input,
+            shape: vec![6],
+            proj: vec![crate::lower::Affine {
+                terms: vec![(0, 2), (1, 1)],
+                offset: -1,
+            }],
+            is_param: false,
+        };
+        let keys = Keys::new(&e, &op, &[4, 3, 1]).unwrap();
+        let tile = keys.tile(&[1, 0, 0], &[2, 3, 1]);
+        assert_eq!(tile.len(), 5);
+        assert!(tile.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(keys.tensor_offset(tile[0]), Some(1));
+        assert_eq!(keys.tensor_offset(keys.key(&[0, 0, 0])), None);
+    }
 }

@@ -16,6 +16,17 @@
 //! Layer by layer means every layer's checks start from the oracle's inputs, so an
 //! error is reported where it happens rather than smeared downstream.
 //!
+//! The hardware side has its own judge: [`mapped`] runs an Einsum under a mapping on a
+//! template, moving real values through simulated buffers and counting every read,
+//! fill and update per level and operand, and [`accel`] (`coex check`) holds those
+//! counts equal to the access model's (`map::analyze`) for every layer of a network,
+//! mapped as `coex eval` maps it and scaled down by [`scale`] when it is too large to
+//! execute; [`vector`] runs the VectorOps on a vector-unit model against the
+//! lowering's element and byte counts. Full sweep (every layer of ResNet-18,
+//! MobileNetV2, BERT-base, Mixtral 8x7B and Mamba-130m on every shipped ASIC
+//! template): `for w in ...; for a in accelerators/asic/*.toml; cargo run --release
+//! -- check --workload workloads/$w.toml --accel $a`.
+//!
 //! Relative error (see [`rel_err`]): `max|a − b| / max(max|a|, 1e-12)` with `a` the
 //! oracle. Everything runs in f64, so agreeing computations differ by ~1e-15; the
 //! tolerance [`TOLERANCE`] = 1e-4 separates rounding from a wrong index by many orders.

@@ -15,10 +15,11 @@
 //! How the counts carry over: the access model (`map::analyze`) is one formula for
 //! every size, and the executor checks it on the scaled layer. For the outermost
 //! level's factors the dependence is also simple enough to state: every count is affine
-//! in each of them separately (a loop above every buffer either multiplies the
-//! refetches or, for the one innermost relevant loop, adds one slide per step), so
-//! counts executed at factors 1 and 2 extrapolate exactly to the full factors; see
-//! [`extrapolate`] and `tests/mapped_executor.rs`.
+//! in each of them separately while its loop runs (a loop above every buffer either
+//! multiplies the refetches or, for the one innermost relevant loop, adds one slide per
+//! step), so
+//! counts executed at factors 2 and 3 extrapolate exactly to the full factors (1 would
+//! remove the loop); see [`extrapolate`] and `tests/mapped_executor.rs`.
 
 use super::CheckError;
 use crate::arch::Template;
@@ -217,22 +218,25 @@ fn reflatten(a: &Affine, old: &[u64], new: &[u64]) -> Affine {
     out
 }
 
-/// Extrapolates a count measured at outermost factors 1 and 2 to other factors.
+/// Extrapolates a count measured on the corners of a box of factors to other factors.
 ///
-/// `corner(mask)` is the count with factor 2 on the dims in `mask` (bit i for the i-th
-/// entry of `full`) and 1 on the others; `full` are the factors to extrapolate to. A
-/// count affine in each factor separately is determined by its values on the corners of
-/// {1,2}^k, and this is that multilinear interpolation, evaluated at `full`.
-pub fn extrapolate(full: &[u64], corner: impl Fn(usize) -> u64) -> i128 {
+/// `corner(mask)` is the count with factor `base + 1` on the loops in `mask` (bit i for
+/// the i-th entry of `full`) and `base` on the others; `full` are the factors to
+/// extrapolate to. A count that is affine in each factor separately is determined by
+/// its values on the corners of {base, base+1}^k, and this is that multilinear
+/// interpolation, evaluated at `full`. (Take `base` ≥ 2 for loops that must keep
+/// running: a factor of 1 removes its loop, and a count is affine only while it runs.)
+pub fn extrapolate(full: &[u64], base: u64, corner: impl Fn(usize) -> u64) -> i128 {
     let k = full.len();
+    let b = base as i128;
     let mut total: i128 = 0;
     for mask in 0..(1usize << k) {
         let mut w: i128 = 1;
         for (i, &f) in full.iter().enumerate() {
             w *= if mask & (1 << i) != 0 {
-                f as i128 - 1
+                f as i128 - b
             } else {
-                2 - f as i128
+                b + 1 - f as i128
             };
         }
         total += w * corner(mask) as i128;
@@ -270,7 +274,7 @@ mod tests {
         // Stride and dilation and the pad offset stay.
         assert_eq!(s.input.proj[2], e.input.proj[2]);
         // H shrinks by stride × (P lost): 16 − 2·(P − 3) keeps both edge paddings.
-        let p = e.dims[4].bound as usize;
+        let p = e.dims[4].bound;
         assert_eq!(s.input.shape[2], 16 - 2 * (p - 3));
         assert_eq!(s.output.shape, vec![1, 12, 3, 5]);
         assert_eq!(s.weight.shape, vec![12, 1, 3, 3]);
@@ -281,6 +285,6 @@ mod tests {
         // c(f1, f2) = 3 + 5·f1 + 7·f1·f2 − f2, measured at the corners of {1,2}².
         let c = |f1: u64, f2: u64| 3 + 5 * f1 + 7 * f1 * f2 - f2;
         let corner = |mask: usize| c(1 + (mask & 1) as u64, 1 + (mask >> 1 & 1) as u64);
-        assert_eq!(extrapolate(&[9, 4], corner), c(9, 4) as i128);
+        assert_eq!(extrapolate(&[9, 4], 1, corner), c(9, 4) as i128);
     }
 }

@@ -107,6 +107,10 @@ pub fn check_vector(
     let node = graph.node(idx);
     let out_bytes = node.output.dtype.bytes();
     let ins = graph.input_tensors(idx);
+    let is_bias = v.name == format!("{}.bias", node.name);
+    if !(is_bias || v.name == node.name && standalone(&node.op)) {
+        return Ok(not_run("part of a composite op"));
+    }
     let mut elements: u64 = node.output.elements() + ins.iter().map(|t| t.elements()).sum::<u64>();
     if let Op::Embedding { vocab, dim } = node.op {
         elements += (vocab * dim) as u64;
@@ -116,12 +120,12 @@ pub fn check_vector(
             "{elements} tensor elements, over the vector check's limit of {limit}"
         )));
     }
-    let counted = if v.name == format!("{}.bias", node.name) {
+    let counted = if is_bias {
         match bias_run(graph, idx, gen, out_bytes)? {
             Some(c) => c,
             None => return Ok(not_run("a bias of an op the vector model does not run")),
         }
-    } else if v.name == node.name && standalone(&node.op) {
+    } else {
         let data = inputs(graph, idx, gen);
         let refs: Vec<&Tensor> = data.iter().collect();
         let run = naive::run_node(graph, idx, &refs, gen)?;
@@ -141,8 +145,6 @@ pub fn check_vector(
             bytes_read: read,
             bytes_written: out * out_bytes,
         }
-    } else {
-        return Ok(not_run("part of a composite op"));
     };
     Ok(VectorVerdict::Ran {
         counted,
