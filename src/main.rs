@@ -1,6 +1,7 @@
 //! The `coex` command line: parse arguments, call the library, print.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use coex::check;
 use coex::cost::{self, NetworkOptions, Objective};
 use coex::map::file::MappingFile;
 use coex::map::mapper::SearchConfig;
@@ -24,6 +25,12 @@ struct Cli {
 enum Format {
     Table,
     Csv,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    Table,
     Json,
 }
 
@@ -75,6 +82,51 @@ enum Command {
         batch: Option<usize>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// Re-execute every layer's mapped work on the reference engine and check that the
+    /// access model's counts and the lowering's vector counts are what really happens.
+    Check {
+        /// A workload file or ONNX model.
+        #[arg(long, short)]
+        workload: Option<PathBuf>,
+        /// A one-line op spec instead of a workload.
+        #[arg(long, conflicts_with = "workload")]
+        op: Option<String>,
+        /// An ASIC accelerator template (accelerators/asic/*.toml).
+        #[arg(long, short)]
+        accel: PathBuf,
+        /// Override a template key, as for eval.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Only these layers (comma-separated node names, as `coex inspect` lists them).
+        #[arg(long, value_delimiter = ',')]
+        layers: Vec<String>,
+        /// Mapper objective, as for eval.
+        #[arg(long, value_enum, default_value = "edp")]
+        objective: Objective,
+        /// Mappings scored per distinct Einsum, as for eval.
+        #[arg(long, default_value_t = 3000)]
+        budget: usize,
+        /// Mapper seed, as for eval.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Scale each Einsum down to about this many MACs before executing it.
+        #[arg(long, default_value_t = coex::check::accel::DEFAULT_MAX_MACS)]
+        max_macs: u64,
+        /// Seed of the executed data.
+        #[arg(long, default_value_t = 1)]
+        data_seed: u64,
+        /// Which PEs share a read: broadcast (what the access model counts) or
+        /// identical-data (Timeloop's rule; differs on convolution diagonals).
+        #[arg(long, value_enum, default_value = "broadcast")]
+        multicast: coex::check::mapped::MulticastRule,
+        #[arg(long, value_enum, default_value = "table")]
+        format: CheckFormat,
+        /// Test-only: perturb one modeled count, LEVEL:OPERAND:reads|fills|updates:DELTA.
+        #[arg(long, hide = true)]
+        model_fault: Option<String>,
     },
     /// Convert another tool's mapping into a coex mapping file (printed to stdout).
     ImportMapping {
@@ -180,6 +232,70 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Format::Table => print!("{}", report::eval_table(&result, &levels)),
                 Format::Csv => print!("{}", report::eval_csv(&result)?),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+            }
+        }
+        Command::Check {
+            workload,
+            op,
+            accel,
+            set,
+            layers,
+            objective,
+            budget,
+            seed,
+            batch,
+            max_macs,
+            data_seed,
+            multicast,
+            format,
+            model_fault,
+        } => {
+            let graph = match (workload, op) {
+                (Some(path), None) => workload::load(&path, batch)?,
+                (None, Some(text)) => spec::single_op_graph(&text)?,
+                _ => return Err("give --workload <file> or --op '<spec>'".into()),
+            };
+            let overrides = parse_sets(&set)?;
+            let coex::arch::Accelerator::Asic(t) =
+                coex::arch::load_accelerator(&accel, &overrides)?
+            else {
+                return Err(format!(
+                    "{}: coex check runs ASIC templates (memory levels and a PE array); \
+                     this file is another kind",
+                    accel.display()
+                )
+                .into());
+            };
+            let model_fault = model_fault
+                .map(|f| check::accel::ModelFault::parse(&f, &t))
+                .transpose()?;
+            let opts = check::accel::AccelCheckOptions {
+                network: NetworkOptions {
+                    objective,
+                    search: SearchConfig {
+                        budget,
+                        seed,
+                        ..SearchConfig::default()
+                    },
+                    progress: false,
+                },
+                mapped: check::accel::MappedCheckOptions {
+                    max_macs,
+                    seed: data_seed,
+                    exec: check::mapped::ExecOptions { multicast },
+                    model_fault,
+                },
+                layers,
+                vector_limit: 0,
+            };
+            let result = check::accel::check_accelerator(&graph, &t, &opts)?;
+            match format {
+                CheckFormat::Table => print!("{}", result.table()),
+                CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+            }
+            let bad = result.count(|v| matches!(v, check::accel::Verdict::Mismatch));
+            if bad > 0 {
+                return Err(format!("{bad} kernels MISMATCH").into());
             }
         }
         Command::ImportMapping {

@@ -16,15 +16,30 @@
 //! Layer by layer means every layer's checks start from the oracle's inputs, so an
 //! error is reported where it happens rather than smeared downstream.
 //!
+//! The hardware side has its own judge: [`mapped`] runs an Einsum under a mapping on a
+//! template, moving real values through simulated buffers and counting every read,
+//! fill and update per level and operand, and [`accel`] (`coex check`) holds those
+//! counts equal to the access model's (`map::analyze`) for every layer of a network,
+//! mapped as `coex eval` maps it and scaled down by [`scale`] when it is too large to
+//! execute; [`vector`] runs the VectorOps on a vector-unit model against the
+//! lowering's element and byte counts. Full sweep (every layer of ResNet-18,
+//! MobileNetV2, BERT-base, Mixtral 8x7B and Mamba-130m on every shipped ASIC
+//! template): `for w in ...; for a in accelerators/asic/*.toml; cargo run --release
+//! -- check --workload workloads/$w.toml --accel $a`.
+//!
 //! Relative error (see [`rel_err`]): `max|a − b| / max(max|a|, 1e-12)` with `a` the
 //! oracle. Everything runs in f64, so agreeing computations differ by ~1e-15; the
 //! tolerance [`TOLERANCE`] = 1e-4 separates rounding from a wrong index by many orders.
 
+pub mod accel;
 pub mod data;
 pub mod einsum;
 pub mod gemm;
+pub mod mapped;
 pub mod naive;
+pub mod scale;
 pub mod tensor;
+pub mod vector;
 
 pub use data::{DataGen, Fault};
 pub use tensor::{rel_err, Tensor};
@@ -56,6 +71,16 @@ pub enum CheckError {
     Node { node: String, message: String },
     #[error("einsum '{einsum}': {message}")]
     Einsum { einsum: String, message: String },
+    #[error(
+        "einsum '{einsum}': level '{level}' must hold {words} words but has room for \
+         {capacity}; the mapping's tiles overflow it"
+    )]
+    Capacity {
+        einsum: String,
+        level: String,
+        words: u64,
+        capacity: u64,
+    },
     #[error(
         "'{graph}' has {amount} {what}, more than the reference engine's limit of {limit}; \
          scale it down (smaller widths, image_size, seq_len, batch) to check it"

@@ -92,6 +92,18 @@ fn shape_key(e: &Einsum) -> Einsum {
     }
 }
 
+/// Maps one Einsum as `evaluate_network` maps it (same search configuration and
+/// objective), so that other commands (`coex check`) see the mapping `coex eval` uses.
+pub fn map_einsum(
+    e: &Einsum,
+    t: &Template,
+    opts: &NetworkOptions,
+) -> Result<(Problem, mapper::Found), CostError> {
+    let p = Problem::from_einsum(e)?;
+    let found = mapper::search(&p, t, &opts.search, objective_fn(&p, t, opts.objective))?;
+    Ok((p, found))
+}
+
 /// Maps and costs every layer of `graph` on `t`.
 pub fn evaluate_network(
     graph: &Graph,
@@ -149,9 +161,11 @@ pub fn evaluate_network(
     let mapped: Vec<Result<Mapped, CostError>> = shapes
         .par_iter()
         .map(|(e, name)| {
-            let mut p = Problem::from_einsum(e)?;
-            p.name = name.clone();
-            let found = mapper::search(&p, t, &opts.search, objective_fn(&p, t, opts.objective))?;
+            let named = Einsum {
+                name: name.clone(),
+                ..e.clone()
+            };
+            let (p, found) = map_einsum(&named, t, opts)?;
             if let Some(b) = &bar {
                 b.inc(1);
             }

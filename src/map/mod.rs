@@ -135,8 +135,11 @@ fn axis_distinct(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
         return axis_span(a, ext);
     }
     // Gapped (e.g. stride > kernel): count the set of sums exactly.
-    let span = axis_span(a, ext) as usize;
-    let mut seen = vec![false; span];
+    axis_values(a, ext).len() as u64
+}
+
+/// The sorted distinct values `Σ c_i·x_i` of one axis over the box `ext`.
+fn axis_values(a: &Axis, ext: &[u64; MAX_DIMS]) -> Vec<i64> {
     let mut vals = vec![0i64];
     for t in 0..a.nterms as usize {
         let (c, e) = (a.coefs[t] as i64, ext[a.dims[t] as usize] as i64);
@@ -150,11 +153,29 @@ fn axis_distinct(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
         next.dedup();
         vals = next;
     }
-    let min = vals.iter().copied().min().unwrap_or(0);
-    for v in vals {
-        seen[(v - min) as usize] = true;
+    vals
+}
+
+/// Values one axis keeps when its box moves by `shift` index units: the size of the
+/// value set intersected with itself shifted (exact for gapped axes too, where a
+/// stride and a dilation can make shifted windows interleave).
+fn axis_overlap(a: &Axis, ext: &[u64; MAX_DIMS], shift: u64) -> u64 {
+    if axis_contiguous(a, ext) {
+        return axis_span(a, ext).saturating_sub(shift);
     }
-    seen.iter().filter(|&&b| b).count() as u64
+    let vals = axis_values(a, ext);
+    let mut kept = 0;
+    let mut j = 0;
+    for &v in &vals {
+        let target = v + shift as i64;
+        while j < vals.len() && vals[j] < target {
+            j += 1;
+        }
+        if j < vals.len() && vals[j] == target {
+            kept += 1;
+        }
+    }
+    kept
 }
 
 /// An Einsum as the mapper sees it: bounds and operand index structure.

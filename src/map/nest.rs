@@ -74,10 +74,7 @@ fn delta(p: &Problem, o: usize, ext: &[u64; MAX_DIMS], d: usize, shift: u64, til
             .map(|t| a.coefs[t]);
         overlap *= match coef {
             None => super::axis_distinct(a, ext),
-            Some(c) if super::axis_contiguous(a, ext) => {
-                super::axis_span(a, ext).saturating_sub(c.unsigned_abs() as u64 * shift)
-            }
-            Some(_) => 0,
+            Some(c) => super::axis_overlap(a, ext, c.unsigned_abs() as u64 * shift),
         };
     }
     tile - overlap.min(tile)
@@ -192,11 +189,15 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
     for (d, f) in full.iter_mut().enumerate().take(p.ndims) {
         *f = m.padded_bound(d);
     }
+    // Distinct output elements the instances of a level hold over the run, summed over
+    // its instances: the whole (padded) output above the array, each PE's share inside.
     let out_total = p.operands[2].footprint(&full);
-    let out_split: u64 = (0..p.ndims)
-        .filter(|&d| p.operands[2].is_relevant(d))
-        .map(|d| m.spatial(d))
-        .product();
+    let pe_total = if (fan..nl).any(|l| m.keep[l][2]) {
+        pe_outputs(p, fan, m, &full, out_total, spatial_irrelevant(2))
+    } else {
+        0
+    };
+    let held = |l: usize| if l >= fan { pe_total } else { out_total };
 
     let loops = Loops::new(p, m);
     let mut arrivals_of = [[0u64; 3]; MAX_LEVELS];
@@ -231,31 +232,19 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
                     Some(ch) => div(arrivals_of[ch][o] * c.instances[ch], split),
                 };
             } else {
-                let distinct = if l >= fan {
-                    div(out_total, out_split)
-                } else {
-                    out_total
-                };
+                // An element's first arrival at an instance starts at zero: no fill.
                 if has_parent {
-                    c.fills[l][o] =
-                        (arrivals_of[l][o] - distinct.min(arrivals_of[l][o])) * c.instances[l];
+                    c.fills[l][o] = (arrivals_of[l][o] * c.instances[l]).saturating_sub(held(l));
                 }
                 match child {
                     None => {
                         c.updates[l][o] = div(c.padded_macs, split);
-                        c.reads[l][o] =
-                            c.updates[l][o] - (distinct * c.instances[l]).min(c.updates[l][o]);
+                        c.reads[l][o] = c.updates[l][o].saturating_sub(held(l));
                     }
                     Some(ch) => {
                         c.updates[l][o] = div(arrivals_of[ch][o] * c.instances[ch], split);
-                        let child_distinct = if ch >= fan {
-                            div(out_total, out_split)
-                        } else {
-                            out_total
-                        };
-                        let child_fills = (arrivals_of[ch][o]
-                            - child_distinct.min(arrivals_of[ch][o]))
-                            * c.instances[ch];
+                        let child_fills =
+                            (arrivals_of[ch][o] * c.instances[ch]).saturating_sub(held(ch));
                         c.reads[l][o] = div(child_fills, split);
                     }
                 }
@@ -272,4 +261,103 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
         }
     }
     c
+}
+
+/// Distinct output elements summed over the PEs, each PE counting what it holds over
+/// the whole run. PEs split the output by their spatial indices along the dims that
+/// index it and replicate it along the others (`replicas`), so when every output axis
+/// maps the padded box one-to-one this is `out_total × replicas`. A flattened axis
+/// (`g·Kg + k`, `(g·Hq + h)·D + k`) whose inner dim is padded aliases an element into
+/// two PEs' shares (k = Kg of group g is k = 0 of group g + 1); it is counted exactly.
+fn pe_outputs(
+    p: &Problem,
+    fan: usize,
+    m: &Mapping,
+    full: &[u64; MAX_DIMS],
+    out_total: u64,
+    replicas: u64,
+) -> u64 {
+    let op = &p.operands[2];
+    let axes = &op.axes[..op.naxes as usize];
+    if axes.iter().all(|a| injective(a, full)) {
+        return out_total * replicas;
+    }
+    axes.iter()
+        .map(|a| axis_pe_sum(a, fan, m, full))
+        .product::<u64>()
+        * replicas
+}
+
+/// Whether `Σ c_i·x_i` takes a different value at every point of the box `ext`: sorted
+/// by |c|, every coefficient steps past everything the smaller terms reach (a
+/// sufficient test; an axis that fails it is counted exactly instead).
+fn injective(a: &super::Axis, ext: &[u64; MAX_DIMS]) -> bool {
+    let n = a.nterms as usize;
+    let mut terms = [(0u64, 0u64); super::MAX_TERMS];
+    for (t, slot) in terms.iter_mut().enumerate().take(n) {
+        *slot = (a.coefs[t].unsigned_abs() as u64, ext[a.dims[t] as usize]);
+    }
+    terms[..n].sort_unstable();
+    let mut span = 1u64;
+    for &(c, e) in &terms[..n] {
+        if e <= 1 {
+            continue;
+        }
+        if c < span {
+            return false;
+        }
+        span += c * (e - 1);
+    }
+    true
+}
+
+/// Σ over PEs (the spatial indices of the axis's dims) of the distinct values one
+/// output axis takes on the indices that PE runs over the whole nest.
+fn axis_pe_sum(a: &super::Axis, fan: usize, m: &Mapping, full: &[u64; MAX_DIMS]) -> u64 {
+    let nl = m.nlevels as usize;
+    let n = a.nterms as usize;
+    // Per term, per spatial index: the values c·i of the indices i that PE covers
+    // (the spatial loop steps a dim by everything below the array).
+    let choices: Vec<Vec<Vec<i64>>> = (0..n)
+        .map(|t| {
+            let (d, c) = (a.dims[t] as usize, a.coefs[t] as i64);
+            let s = m.spatial(d);
+            let below: u64 = (fan..nl).map(|l| m.factors[l][d] as u64).product();
+            (0..s)
+                .map(|j| {
+                    (0..full[d])
+                        .filter(|&i| (i / below) % s == j)
+                        .map(|i| c * i as i64)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let mut total = 0u64;
+    let mut pick = vec![0usize; n];
+    loop {
+        let mut vals = vec![0i64];
+        for (t, &j) in pick.iter().enumerate() {
+            let mut next = Vec::with_capacity(vals.len() * choices[t][j].len());
+            for v in &vals {
+                next.extend(choices[t][j].iter().map(|x| v + x));
+            }
+            next.sort_unstable();
+            next.dedup();
+            vals = next;
+        }
+        total += vals.len() as u64;
+        let mut t = 0;
+        loop {
+            if t == n {
+                return total;
+            }
+            pick[t] += 1;
+            if pick[t] < choices[t].len() {
+                break;
+            }
+            pick[t] = 0;
+            t += 1;
+        }
+    }
 }
