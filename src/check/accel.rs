@@ -226,7 +226,7 @@ pub struct AccelCheckOptions {
 
 /// The verdict on one kernel of one layer.
 #[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Ok,
     Mismatch,
