@@ -1,6 +1,6 @@
 //! The `coex` command line: parse arguments, call the library, print.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use coex::check;
 use coex::cost::{self, NetworkOptions, Objective};
 use coex::map::file::MappingFile;
@@ -19,6 +19,70 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What to evaluate and on which accelerator (shared by eval and check).
+#[derive(Args)]
+struct Target {
+    /// A workload file or ONNX model.
+    #[arg(long, short)]
+    workload: Option<PathBuf>,
+    /// A one-line op spec instead of a workload.
+    #[arg(long, conflicts_with = "workload")]
+    op: Option<String>,
+    /// An accelerator template (accelerators/**/*.toml).
+    #[arg(long, short)]
+    accel: PathBuf,
+    /// Override a template key, e.g. --set array.rows=32 --set level.GLB.size_kib=256.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Override the workload's batch size.
+    #[arg(long)]
+    batch: Option<usize>,
+}
+
+impl Target {
+    fn graph(&self) -> Result<coex::Graph, Box<dyn std::error::Error>> {
+        match (&self.workload, &self.op) {
+            (Some(path), None) => Ok(workload::load(path, self.batch)?),
+            (None, Some(text)) => Ok(spec::single_op_graph(text)?),
+            _ => Err("give --workload <file> or --op '<spec>'".into()),
+        }
+    }
+
+    fn accelerator(&self) -> Result<coex::arch::Accelerator, Box<dyn std::error::Error>> {
+        Ok(coex::arch::load_accelerator(
+            &self.accel,
+            &parse_sets(&self.set)?,
+        )?)
+    }
+}
+
+/// How the mapper searches (shared by eval and check, so both map alike).
+#[derive(Args)]
+struct Search {
+    #[arg(long, value_enum, default_value = "edp")]
+    objective: Objective,
+    /// Mappings scored per distinct Einsum.
+    #[arg(long, default_value_t = 3000)]
+    budget: usize,
+    /// Mapper seed: the same seed gives the same mappings.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl Search {
+    fn options(&self, progress: bool) -> NetworkOptions {
+        NetworkOptions {
+            objective: self.objective,
+            search: SearchConfig {
+                budget: self.budget,
+                seed: self.seed,
+                ..SearchConfig::default()
+            },
+            progress,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -56,62 +120,26 @@ enum Command {
     Families,
     /// Map every layer onto an accelerator and report latency, energy, area and accesses.
     Eval {
-        /// A workload file or ONNX model.
-        #[arg(long, short)]
-        workload: Option<PathBuf>,
-        /// A one-line op spec instead of a workload.
-        #[arg(long, conflicts_with = "workload")]
-        op: Option<String>,
-        /// An accelerator template (accelerators/**/*.toml).
-        #[arg(long, short)]
-        accel: PathBuf,
-        /// Override a template key, e.g. --set array.rows=32 --set level.GLB.size_kib=256.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        #[arg(long, value_enum, default_value = "edp")]
-        objective: Objective,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        search: Search,
         /// Use these mappings (coex mapping file) for the layers it names.
         #[arg(long)]
         mapping: Option<PathBuf>,
-        /// Mappings scored per distinct Einsum.
-        #[arg(long, default_value_t = 3000)]
-        budget: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long)]
-        batch: Option<usize>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
     /// Re-execute every layer's mapped work on the reference engine and check that the
     /// access model's counts and the lowering's vector counts are what really happens.
     Check {
-        /// A workload file or ONNX model.
-        #[arg(long, short)]
-        workload: Option<PathBuf>,
-        /// A one-line op spec instead of a workload.
-        #[arg(long, conflicts_with = "workload")]
-        op: Option<String>,
-        /// An ASIC accelerator template (accelerators/asic/*.toml).
-        #[arg(long, short)]
-        accel: PathBuf,
-        /// Override a template key, as for eval.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        search: Search,
         /// Only these layers (comma-separated node names, as `coex inspect` lists them).
         #[arg(long, value_delimiter = ',')]
         layers: Vec<String>,
-        /// Mapper objective, as for eval.
-        #[arg(long, value_enum, default_value = "edp")]
-        objective: Objective,
-        /// Mappings scored per distinct Einsum, as for eval.
-        #[arg(long, default_value_t = 3000)]
-        budget: usize,
-        /// Mapper seed, as for eval.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long)]
-        batch: Option<usize>,
         /// Scale each Einsum down to about this many MACs before executing it.
         #[arg(long, default_value_t = coex::check::accel::DEFAULT_MAX_MACS)]
         max_macs: u64,
@@ -198,34 +226,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Eval {
-            workload,
-            op,
-            accel,
-            set,
-            objective,
+            target,
+            search,
             mapping,
-            budget,
-            seed,
-            batch,
             format,
         } => {
-            let graph = match (workload, op) {
-                (Some(path), None) => workload::load(&path, batch)?,
-                (None, Some(text)) => spec::single_op_graph(&text)?,
-                _ => return Err("give --workload <file> or --op '<spec>'".into()),
-            };
-            let overrides = parse_sets(&set)?;
-            let acc = coex::arch::load_accelerator(&accel, &overrides)?;
+            let graph = target.graph()?;
+            let acc = target.accelerator()?;
             let fixed = mapping.as_deref().map(MappingFile::load).transpose()?;
-            let opts = NetworkOptions {
-                objective,
-                search: SearchConfig {
-                    budget,
-                    seed,
-                    ..SearchConfig::default()
-                },
-                progress: matches!(format, Format::Table),
-            };
+            let opts = search.options(matches!(format, Format::Table));
             let result = cost::evaluate(&graph, &acc, &opts, fixed.as_ref())?;
             let levels = report::access_levels(&result);
             match format {
@@ -235,34 +244,21 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Check {
-            workload,
-            op,
-            accel,
-            set,
+            target,
+            search,
             layers,
-            objective,
-            budget,
-            seed,
-            batch,
             max_macs,
             data_seed,
             multicast,
             format,
             model_fault,
         } => {
-            let graph = match (workload, op) {
-                (Some(path), None) => workload::load(&path, batch)?,
-                (None, Some(text)) => spec::single_op_graph(&text)?,
-                _ => return Err("give --workload <file> or --op '<spec>'".into()),
-            };
-            let overrides = parse_sets(&set)?;
-            let coex::arch::Accelerator::Asic(t) =
-                coex::arch::load_accelerator(&accel, &overrides)?
-            else {
+            let graph = target.graph()?;
+            let coex::arch::Accelerator::Asic(t) = target.accelerator()? else {
                 return Err(format!(
                     "{}: coex check runs ASIC templates (memory levels and a PE array); \
                      this file is another kind",
-                    accel.display()
+                    target.accel.display()
                 )
                 .into());
             };
@@ -270,15 +266,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .map(|f| check::accel::ModelFault::parse(&f, &t))
                 .transpose()?;
             let opts = check::accel::AccelCheckOptions {
-                network: NetworkOptions {
-                    objective,
-                    search: SearchConfig {
-                        budget,
-                        seed,
-                        ..SearchConfig::default()
-                    },
-                    progress: false,
-                },
+                network: search.options(false),
                 mapped: check::accel::MappedCheckOptions {
                     max_macs,
                     seed: data_seed,
