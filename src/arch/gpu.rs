@@ -32,17 +32,7 @@ struct RawFile {
     space: toml::Table,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAccel {
-    name: String,
-    #[allow(dead_code)]
-    kind: String,
-    #[serde(default)]
-    about: String,
-    #[serde(default)]
-    sources: Vec<String>,
-}
+use super::Header as RawAccel;
 
 /// Datasheet facts.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -197,6 +197,19 @@ impl Template {
     }
 }
 
+/// The `[accelerator]` header of FPGA and GPU files (ASIC files add clock, word width
+/// and technology to theirs).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Header {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub about: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
 /// Any accelerator file: the three kinds share the IR they consume (Einsums and
 /// VectorOps) and the result schema they produce, not their insides.
 #[derive(Clone, Debug)]

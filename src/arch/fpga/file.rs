@@ -20,16 +20,7 @@ struct RawFile {
     space: Table,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAccel {
-    name: String,
-    kind: String,
-    #[serde(default)]
-    about: String,
-    #[serde(default)]
-    sources: Vec<String>,
-}
+use crate::arch::Header as RawAccel;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
