@@ -7,7 +7,7 @@ use coex::arch::{self, Template};
 use coex::cost::{self, Objective};
 use coex::lower::{Einsum, Kernel};
 use coex::map::mapper::{search, SearchConfig};
-use coex::map::{analyze, Mapping, Problem, MAX_DIMS};
+use coex::map::{analyze, Mapping, Problem};
 use coex::workload::spec::single_op_graph;
 use proptest::prelude::*;
 use std::collections::HashSet;
@@ -104,7 +104,6 @@ fn check(spec: &str, t: &Template, objective: Objective) {
             p.names[d]
         );
     }
-    let _ = MAX_DIMS;
     // Capacity, from enumerated tiles.
     for (l, lv) in t.levels.iter().enumerate() {
         let Some(cap) = lv.size_words else { continue };

@@ -46,6 +46,24 @@ fn variant(name: &str, from: &str, to: &str) -> PathBuf {
 
 const OP: &str = "conv2d n=1 c=16 h=8 w=8 k=16 r=3 s=3 pad=1";
 
+/// Runs `coex eval` of `OP` on pe_buffer_ws with a mapping file `name` holding `text`.
+fn eval_with_mapping(name: &str, text: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join(name);
+    std::fs::write(&m, text).unwrap();
+    let mut args = vec![
+        "eval",
+        "--op",
+        OP,
+        "--accel",
+        "accelerators/asic/pe_buffer_ws.toml",
+        "--mapping",
+        m.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    coex(&args)
+}
+
 #[test]
 fn zero_size_level() {
     let p = variant("zero_size", "size_kib = 256", "size_kib = 0");
@@ -106,69 +124,32 @@ fn override_of_a_missing_level() {
 #[test]
 fn mapping_file_that_breaks_capacity() {
     // Everything at the PE-local buffer: its tile is the whole layer.
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("greedy.toml");
-    std::fs::write(
-        &m,
-        r#"[[mapping]]
+    let text = r#"[[mapping]]
 layer = "conv2d"
 levels = [{ name = "pe_buffer", loops = "K16 C16 P8 Q8 R3 S3" }]
-"#,
-    )
-    .unwrap();
-    let out = coex(&[
-        "eval",
-        "--op",
-        OP,
-        "--accel",
-        "accelerators/asic/pe_buffer_ws.toml",
-        "--mapping",
-        m.to_str().unwrap(),
-    ]);
+"#;
+    let out = eval_with_mapping("greedy.toml", text, &[]);
     assert_clean_error(&out, &["greedy.toml", "capacity of level 'pe_buffer'"]);
 }
 
 #[test]
 fn mapping_file_for_a_layer_that_does_not_exist() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("other.toml");
-    std::fs::write(&m, "[[mapping]]\nlayer = \"conv99\"\nlevels = []\n").unwrap();
-    let out = coex(&[
-        "eval",
-        "--op",
-        OP,
-        "--accel",
-        "accelerators/asic/pe_buffer_ws.toml",
-        "--mapping",
-        m.to_str().unwrap(),
-    ]);
+    let out = eval_with_mapping(
+        "other.toml",
+        "[[mapping]]\nlayer = \"conv99\"\nlevels = []\n",
+        &[],
+    );
     assert_clean_error(&out, &["other.toml", "conv99"]);
 }
 
 #[test]
 fn a_valid_mapping_file_is_used_as_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("ok.toml");
-    std::fs::write(
-        &m,
-        r#"[[mapping]]
+    let text = r#"[[mapping]]
 layer = "conv2d"
 spatial = { rows = "C16", cols = "K16" }
 levels = [{ name = "DRAM", loops = "P8 Q8" }, { name = "GLB", loops = "R3 S3" }]
-"#,
-    )
-    .unwrap();
-    let out = coex(&[
-        "eval",
-        "--op",
-        OP,
-        "--accel",
-        "accelerators/asic/pe_buffer_ws.toml",
-        "--mapping",
-        m.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+"#;
+    let out = eval_with_mapping("ok.toml", text, &["--format", "json"]);
     assert!(
         out.status.success(),
         "{}",
