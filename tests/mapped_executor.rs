@@ -241,7 +241,9 @@ proptest! {
     ) {
         let t = small_template(index, rows, cols, multicast, double);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for e in einsums(&spec) {
+        for mut e in einsums(&spec) {
+            // A precision the datapath runs, chosen by the seed (packing varies with it).
+            e.dtype = t.precisions[seed as usize % t.precisions.len()];
             let p = Problem::from_einsum(&e).unwrap();
             let Some(m) = random_mapping(&p, &t, &mut rng) else { continue };
             let (counted, modeled) = run(&e, &t, &m, MulticastRule::Broadcast);
@@ -250,7 +252,7 @@ proptest! {
             let q = cost::quick(&p, &t, &modeled);
             let utilization = e.macs() as f64 / (q.latency_cycles * t.array.pes() as f64);
             prop_assert!(utilization <= 1.0 + 1e-12, "utilization {utilization}");
-            prop_assert!(q.energy_pj >= e.macs() as f64 * t.mac_energy_pj);
+            prop_assert!(q.energy_pj >= e.macs() as f64 * t.mac_energy_pj(e.dtype).unwrap());
         }
     }
 
@@ -264,7 +266,9 @@ proptest! {
     ) {
         let t = small_template(index, 4, 4, true, false);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for e in einsums(&spec) {
+        for mut e in einsums(&spec) {
+            // A precision the datapath runs, chosen by the seed (packing varies with it).
+            e.dtype = t.precisions[seed as usize % t.precisions.len()];
             let p = Problem::from_einsum(&e).unwrap();
             let Some(m) = random_mapping(&p, &t, &mut rng) else { continue };
             let (broadcast, _) = run(&e, &t, &m, MulticastRule::Broadcast);

@@ -126,7 +126,7 @@ fn check(spec: &str, t: &Template, objective: Objective) {
     let util = p.macs as f64 / (q.latency_cycles * t.array.pes() as f64);
     assert!(util <= 1.0 + 1e-9, "utilization {util} > 1");
     assert!(
-        q.energy_pj >= p.macs as f64 * t.mac_energy_pj,
+        q.energy_pj >= p.macs as f64 * t.mac_energy_pj(p.dtype).unwrap(),
         "energy below MACs x MAC energy"
     );
     assert!(c.padded_macs >= p.macs);

@@ -46,6 +46,7 @@ struct RawLevel {
     size_bytes: Option<f64>,
     size_kib: Option<f64>,
     size_words: Option<f64>,
+    word_bits: Option<i64>,
     #[serde(default)]
     per_pe: bool,
     keeps: Option<Vec<String>>,
@@ -87,8 +88,10 @@ fn yes() -> bool {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawMac {
+    /// Energy of one MAC at the template's `word_bits`; other precisions scale with it.
     energy_pj: Option<f64>,
     area_um2: Option<f64>,
+    precisions: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -269,7 +272,6 @@ fn build(
         return Err(key_err(path, "accelerator.word_bits", "must be ≥ 1"));
     }
     let bits = a.word_bits;
-    let word_bytes = bits as f64 / 8.0;
     if raw.level.is_empty() {
         return Err(key_err(
             path,
@@ -279,7 +281,7 @@ fn build(
     }
     let mut levels = Vec::with_capacity(raw.level.len());
     for l in &raw.level {
-        levels.push(build_level(l, &tech, bits, word_bytes, path)?);
+        levels.push(build_level(l, &tech, bits, path)?);
     }
     let mut seen_pe = false;
     for l in &levels {
@@ -337,32 +339,7 @@ fn build(
             ))
         }
     };
-    let mac_energy = match raw.mac.energy_pj {
-        Some(e) => e,
-        None => tech.mac_energy(bits).ok_or_else(|| {
-            key_err(
-                path,
-                "mac.energy_pj",
-                format!(
-                    "tech '{}' has no {bits}-bit MAC; give mac.energy_pj",
-                    tech.node
-                ),
-            )
-        })?,
-    };
-    let mac_area = match raw.mac.area_um2 {
-        Some(e) => e,
-        None => tech.mac_area(bits).ok_or_else(|| {
-            key_err(
-                path,
-                "mac.area_um2",
-                format!(
-                    "tech '{}' has no {bits}-bit MAC; give mac.area_um2",
-                    tech.node
-                ),
-            )
-        })?,
-    };
+    let (precisions, mac_energy, mac_area) = mac_datapath(&raw.mac, &tech, bits, path)?;
     let lanes = raw.vector.lanes.unwrap_or(ar.cols);
     if lanes < 1 {
         return Err(key_err(path, "vector.lanes", "must be ≥ 1"));
@@ -386,6 +363,7 @@ fn build(
             multicast: ar.multicast,
             spatial_reduction: ar.spatial_reduction,
         },
+        precisions,
         mac_energy_pj: mac_energy,
         mac_area_um2: mac_area,
         vector: Vector {
@@ -402,6 +380,111 @@ fn build(
     })
 }
 
+/// Bit width of a MAC operand at `dtype`.
+pub fn dtype_bits(d: DType) -> u32 {
+    d.bytes() as u32 * 8
+}
+
+/// The MAC datapath: the precisions it runs, the energy of one MAC at each, and its
+/// area. Energy at a precision is the technology table's MAC of that width (Horowitz,
+/// ISSCC 2014, via the tech table), scaled by `energy_pj / table(word_bits)` when the
+/// file quotes its own energy at the template width. Area is the widest precision's MAC:
+/// one unit serves every narrower precision.
+#[allow(clippy::type_complexity)]
+fn mac_datapath(
+    mac: &RawMac,
+    tech: &Tech,
+    bits: u32,
+    path: &Path,
+) -> Result<(Vec<DType>, Vec<(DType, f64)>, f64), ArchError> {
+    let choices = [DType::Int8, DType::Fp16, DType::Bf16, DType::Fp32];
+    let precisions: Vec<DType> = match &mac.precisions {
+        None => choices
+            .into_iter()
+            .filter(|&d| dtype_bits(d) <= bits)
+            .collect(),
+        Some(list) => {
+            let mut v = Vec::new();
+            for s in list {
+                let d = DType::parse(s)
+                    .filter(|d| choices.contains(d))
+                    .ok_or_else(|| {
+                        key_err(
+                            path,
+                            "mac.precisions",
+                            format!("'{s}' is not one of {}", DType::USER_CHOICES),
+                        )
+                    })?;
+                if !v.contains(&d) {
+                    v.push(d);
+                }
+            }
+            v
+        }
+    };
+    if precisions.is_empty() {
+        return Err(key_err(
+            path,
+            "mac.precisions",
+            format!(
+                "the datapath runs no precision; list some of {}",
+                DType::USER_CHOICES
+            ),
+        ));
+    }
+    let missing = |what: &str, b: u32| {
+        key_err(
+            path,
+            format!("mac.{what}"),
+            format!(
+                "tech '{}' has no {b}-bit MAC; give mac.{what} or drop the precision",
+                tech.node
+            ),
+        )
+    };
+    let scale = match mac.energy_pj {
+        Some(e) => {
+            nonnegative(path, "mac.energy_pj", e)?;
+            let base = tech
+                .mac_energy(bits)
+                .ok_or_else(|| missing("energy_pj", bits))?;
+            e / base
+        }
+        None => 1.0,
+    };
+    let mut energy = Vec::new();
+    for &d in &precisions {
+        let b = dtype_bits(d);
+        let e = match (mac.energy_pj, b == bits) {
+            (Some(e), true) => e,
+            _ => tech.mac_energy(b).ok_or_else(|| missing("energy_pj", b))? * scale,
+        };
+        energy.push((d, e));
+    }
+    let widest = precisions
+        .iter()
+        .map(|&d| dtype_bits(d))
+        .max()
+        .unwrap_or(bits);
+    let area = match mac.area_um2 {
+        Some(a) => {
+            nonnegative(path, "mac.area_um2", a)?;
+            a
+        }
+        None => tech
+            .mac_area(widest)
+            .ok_or_else(|| missing("area_um2", widest))?,
+    };
+    Ok((precisions, energy, area))
+}
+
+fn nonnegative(path: &Path, key: &str, v: f64) -> Result<(), ArchError> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(key_err(path, key, format!("must be ≥ 0, got {v}")));
+    }
+    Ok(())
+}
+
 fn positive(path: &Path, key: &str, v: f64) -> Result<(), ArchError> {
     if !(v.is_finite() && v > 0.0) {
         return Err(key_err(path, key, format!("must be > 0, got {v}")));
@@ -409,14 +492,20 @@ fn positive(path: &Path, key: &str, v: f64) -> Result<(), ArchError> {
     Ok(())
 }
 
-fn build_level(
-    l: &RawLevel,
-    tech: &Tech,
-    bits: u32,
-    word_bytes: f64,
-    path: &Path,
-) -> Result<Level, ArchError> {
+fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Level, ArchError> {
     let key = |f: &str| format!("level.{}.{f}", l.name);
+    let bits = match l.word_bits {
+        None => bits,
+        Some(b) if (1..=1024).contains(&b) => b as u32,
+        Some(b) => {
+            return Err(key_err(
+                path,
+                key("word_bits"),
+                format!("must be in 1..=1024 bits, got {b}"),
+            ))
+        }
+    };
+    let word_bytes = bits as f64 / 8.0;
     let kind = match l.kind.as_str() {
         "dram" => LevelKind::Dram,
         "sram" => LevelKind::Sram,
@@ -508,6 +597,7 @@ fn build_level(
     Ok(Level {
         name: l.name.clone(),
         kind,
+        word_bits: bits,
         size_words,
         per_pe: l.per_pe,
         keeps,

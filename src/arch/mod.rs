@@ -10,9 +10,10 @@ pub mod fpga;
 pub mod gpu;
 mod tech;
 
-pub use file::{apply_override, load, load_str};
+pub use file::{apply_override, dtype_bits, load, load_str};
 pub use tech::Tech;
 
+use crate::workload::DType;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -65,11 +66,14 @@ pub enum Dataflow {
     Is,
 }
 
-/// One memory level. Sizes are per instance; energies per word of `word_bits`.
+/// One memory level. Sizes are per instance, in words of the level's `word_bits`;
+/// energies are per word access.
 #[derive(Clone, Debug, Serialize)]
 pub struct Level {
     pub name: String,
     pub kind: LevelKind,
+    /// Width of one word of this level (defaults to the template's `word_bits`).
+    pub word_bits: u32,
     /// Capacity per instance in words; `None` = unbounded (DRAM).
     pub size_words: Option<u64>,
     /// One instance per PE (inside the array) rather than one shared instance.
@@ -90,6 +94,40 @@ pub struct Level {
 impl Level {
     pub fn keeps(&self, operand: usize) -> bool {
         self.keeps[operand]
+    }
+
+    /// Words of this level that one element of `elem_bits` costs on average when
+    /// elements stream through it (see [`words_per_element`]).
+    pub fn words_per_element(&self, elem_bits: u32) -> f64 {
+        words_per_element(elem_bits, self.word_bits)
+    }
+
+    /// Words of this level that `elems` stored elements of `elem_bits` occupy.
+    pub fn words_for(&self, elems: u64, elem_bits: u32) -> u64 {
+        words_for(elems, elem_bits, self.word_bits)
+    }
+}
+
+/// The packing rule for an element of `elem_bits` in a memory of `word_bits`-bit words:
+/// narrower elements pack `⌊word_bits / elem_bits⌋` to a word (int8 on a 16-bit level:
+/// two per word, half a word each); wider ones take `⌈elem_bits / word_bits⌉` whole
+/// words (fp16 on an 8-bit level: two words). Traffic, bandwidth time and per-access
+/// energy are charged in these words; capacity in [`words_for`].
+pub fn words_per_element(elem_bits: u32, word_bits: u32) -> f64 {
+    if elem_bits <= word_bits {
+        1.0 / (word_bits / elem_bits.max(1)) as f64
+    } else {
+        elem_bits.div_ceil(word_bits) as f64
+    }
+}
+
+/// Whole words that `elems` elements of `elem_bits` occupy under the packing rule of
+/// [`words_per_element`] (a partly filled last word counts).
+pub fn words_for(elems: u64, elem_bits: u32, word_bits: u32) -> u64 {
+    if elem_bits <= word_bits {
+        elems.div_ceil((word_bits / elem_bits.max(1)) as u64)
+    } else {
+        elems.saturating_mul(elem_bits.div_ceil(word_bits) as u64)
     }
 }
 
@@ -143,7 +181,13 @@ pub struct Template {
     /// Outermost (DRAM) first.
     pub levels: Vec<Level>,
     pub array: Array,
-    pub mac_energy_pj: f64,
+    /// Precisions the MAC datapath runs (`[mac] precisions`; default: every one no
+    /// wider than `word_bits`).
+    pub precisions: Vec<DType>,
+    /// Energy of one MAC per precision, pJ (the technology table's entry for the
+    /// precision's width, scaled by `[mac] energy_pj` when a file gives it).
+    pub mac_energy_pj: Vec<(DType, f64)>,
+    /// Area of one MAC unit, sized for the widest precision it runs, µm².
     pub mac_area_um2: f64,
     pub vector: Vector,
     /// Static power not attributed to a level (clock tree, control), in mW.
@@ -154,6 +198,28 @@ pub struct Template {
 impl Template {
     pub fn word_bytes(&self) -> f64 {
         self.word_bits as f64 / 8.0
+    }
+
+    /// Energy of one MAC at `dtype`, or an error naming the precisions this template runs.
+    pub fn mac_energy_pj(&self, dtype: DType) -> Result<f64, String> {
+        self.mac_energy_pj
+            .iter()
+            .find(|(d, _)| *d == dtype)
+            .map(|(_, e)| *e)
+            .ok_or_else(|| self.unsupported(dtype))
+    }
+
+    /// The error for an op whose precision the MAC datapath does not run.
+    pub fn unsupported(&self, dtype: DType) -> String {
+        let names: Vec<&str> = self.precisions.iter().map(|d| d.name()).collect();
+        format!(
+            "{}: template '{}' runs {} MACs, not {}; add \"{}\" to [mac] precisions (its MAC area follows the widest) or run the op at a supported dtype",
+            self.path.display(),
+            self.name,
+            names.join(", "),
+            dtype.name(),
+            dtype.name()
+        )
     }
 
     /// Index of the first per-PE level: spatial loops sit just above it.

@@ -369,7 +369,101 @@ struct ShapeRun {
     problems: Vec<String>,
 }
 
+/// Checks a systolic layer: the fold-by-fold executor against `map::systolic`'s counts
+/// and fold count, and its output against the plain Einsum executor.
+pub fn check_systolic(
+    e: &Einsum,
+    t: &Template,
+    opts: &MappedCheckOptions,
+) -> Result<(String, Vec<String>), CheckError> {
+    let (small, ts, note) = super::systolic::scaled_run(e, t, opts.max_macs)?;
+    let gen = DataGen::new(opts.seed);
+    let input = integers(&gen, &format!("{}.input", small.name), &small.input.shape);
+    let weight = integers(&gen, &format!("{}.weight", small.name), &small.weight.shape);
+    let run = super::systolic::execute_systolic(&small, &ts, &input, &weight)?;
+    let (reference, macs) = einsum::execute(&small, &input, &weight)?;
+    let mut problems: Vec<String> = output_problem(&reference, &run.output)
+        .into_iter()
+        .collect();
+    if run.macs != macs {
+        problems.push(format!("executed {} MACs, the Einsum has {macs}", run.macs));
+    }
+    let p = Problem::from_einsum(&small).map_err(|x| CheckError::Einsum {
+        einsum: small.name.clone(),
+        message: x.to_string(),
+    })?;
+    let s = crate::map::systolic::Systolic::new(&p, &ts).map_err(|x| CheckError::Einsum {
+        einsum: small.name.clone(),
+        message: x.to_string(),
+    })?;
+    let ch = crate::map::systolic::chains(&ts, s.dataflow).map_err(|m| CheckError::Einsum {
+        einsum: small.name.clone(),
+        message: m,
+    })?;
+    let mut modeled = s.counts(&p, &ts, &ch);
+    if let Some(f) = &opts.model_fault {
+        f.apply(&mut modeled);
+    }
+    let folds = s.batch * s.row_folds() * s.col_folds();
+    if run.folds != folds {
+        problems.push(format!(
+            "executed {} folds, the model has {folds}",
+            run.folds
+        ));
+    }
+    problems.extend(
+        super::systolic::compare_counts(&ts, &run.counts, &modeled)
+            .iter()
+            .map(Mismatch::to_string),
+    );
+    let scale = if note.is_scaled() {
+        format!(
+            "{}, array {}x{}",
+            note.describe(),
+            ts.array.rows,
+            ts.array.cols
+        )
+    } else {
+        note.describe()
+    };
+    Ok((scale, problems))
+}
+
 fn run_shape(e: &Einsum, t: &Template, opts: &AccelCheckOptions) -> ShapeRun {
+    if t.array.dataflow.is_some() {
+        let mapping = match crate::cost::network::schedule_einsum(e, t, &opts.network) {
+            Ok((p, s, _)) => match s {
+                crate::cost::network::Schedule::Systolic(s) => s.describe(&p),
+                crate::cost::network::Schedule::Nest(m) => m.compact(&p, t),
+            },
+            Err(err) => {
+                return ShapeRun {
+                    mapping: "-".into(),
+                    scale: "-".into(),
+                    verdict: Verdict::NotRun,
+                    problems: vec![format!("cannot run: {err}")],
+                }
+            }
+        };
+        return match check_systolic(e, t, &opts.mapped) {
+            Ok((scale, problems)) => ShapeRun {
+                mapping,
+                scale,
+                verdict: if problems.is_empty() {
+                    Verdict::Ok
+                } else {
+                    Verdict::Mismatch
+                },
+                problems,
+            },
+            Err(err) => ShapeRun {
+                mapping,
+                scale: "-".into(),
+                verdict: Verdict::Mismatch,
+                problems: vec![format!("executor: {err}")],
+            },
+        };
+    }
     let mapped = match map_einsum(e, t, &opts.network) {
         Ok((p, found)) => (found.mapping.compact(&p, t), found.mapping),
         Err(err) => {

@@ -881,10 +881,12 @@ impl<'a> Exec<'a> {
         let lv = &self.t.levels[l];
         let copies = if lv.double_buffered { 2 } else { 1 };
         let n = self.counted.instances[l] as usize;
+        let bits = crate::arch::dtype_bits(self.e.dtype);
         for inst in 0..n {
+            // Elements packed into the level's words (arch::words_for), per operand.
             let words: u64 = (0..3)
                 .filter_map(|o| self.slots[l][o].as_ref())
-                .map(|s| s.bufs[inst].tile.len() as u64 * copies)
+                .map(|s| lv.words_for(s.bufs[inst].tile.len() as u64, bits) * copies)
                 .sum();
             self.counted.peak_words[l] = self.counted.peak_words[l].max(words);
             if let Some(cap) = lv.size_words {

@@ -38,6 +38,7 @@ pub mod gemm;
 pub mod mapped;
 pub mod naive;
 pub mod scale;
+pub mod systolic;
 pub mod tensor;
 pub mod vector;
 

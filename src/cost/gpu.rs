@@ -208,6 +208,7 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<LayerCost, CostError> 
         layer: layer.to_string(),
         kernel: e.name.clone(),
         kind: "einsum",
+        precision: e.dtype.name(),
         mapping: format!(
             "cta {}x{}x{} split-k {} {:?}, {} tiles, {} waves of {}x{}",
             est.tile[0],
@@ -255,6 +256,7 @@ fn vector_row(g: &Gpu, layer: &str, v: &VectorOp) -> LayerCost {
         layer: layer.to_string(),
         kernel: v.name.clone(),
         kind: "vector",
+        precision: "",
         mapping: if fused {
             "fused into producer".into()
         } else {

@@ -61,27 +61,10 @@ pub struct Quick {
     pub bound_level: Option<usize>,
 }
 
-/// SCALE-Sim's GEMM view of an Einsum: (batch, M = output pixels, N = filters, K = reduction).
-///
-/// Dims indexing all three operands are a batch of independent GEMMs (groups); dims of
-/// input and output only are M; of weight and output only are N; the rest reduce (K).
-pub fn gemm_view(p: &Problem) -> (u64, u64, u64, u64) {
-    let (mut b, mut m, mut n, mut k) = (1, 1, 1, 1);
-    for d in 0..p.ndims {
-        let [i, w, o] = [0, 1, 2].map(|x| p.operands[x].is_relevant(d));
-        let bound = p.bounds[d];
-        match (i, w, o) {
-            (true, true, true) => b *= bound,
-            (_, _, false) => k *= bound,
-            (true, false, true) => m *= bound,
-            (false, true, true) => n *= bound,
-            (false, false, true) => m *= bound,
-        }
-    }
-    (b, m, n, k)
-}
+pub use crate::map::systolic::gemm_view;
 
-/// Compute cycles of one GEMM on a `rows × cols` systolic array, as SCALE-Sim 3 counts them.
+/// Compute cycles of one GEMM on a `rows × cols` systolic array, as SCALE-Sim 3 reports
+/// them (one less than coex's count, `map::systolic::Systolic::compute_cycles`).
 ///
 /// The stationary operand is laid on the array in `folds = ⌈Sr/rows⌉·⌈Sc/cols⌉` tiles;
 /// each fold streams `T` vectors through the skewed array. Output-stationary: Sr = M,
@@ -101,29 +84,19 @@ pub fn scalesim_compute_cycles(df: Dataflow, m: u64, n: u64, k: u64, rows: u64, 
     folds * (preload + rows + cols + t - 2) - 1
 }
 
-/// Compute cycles of a mapped Einsum: SCALE-Sim's formula on systolic arrays, else one
-/// temporal step per cycle.
-pub fn compute_cycles(p: &Problem, t: &Template, c: &Counts) -> f64 {
-    match t.array.dataflow {
-        Some(df) => {
-            let (b, m, n, k) = gemm_view(p);
-            (b * scalesim_compute_cycles(df, m, n, k, t.array.rows as u64, t.array.cols as u64))
-                as f64
-        }
-        None => c.temporal_steps as f64,
-    }
-}
-
-/// Energy of the accesses at level `l` (all operands), pJ.
-pub fn level_energy_pj(t: &Template, c: &Counts, l: usize) -> f64 {
+/// Energy of the accesses at level `l` (all operands), pJ: each element access costs
+/// its share of the level's word energy (`arch::words_per_element`).
+pub fn level_energy_pj(t: &Template, c: &Counts, l: usize, elem_bits: u32) -> f64 {
     let lv = &t.levels[l];
+    let words = lv.words_per_element(elem_bits);
     (0..3)
         .map(|o| {
             c.reads[l][o] as f64 * lv.read_energy_pj
                 + c.fills[l][o] as f64 * lv.write_energy_pj
                 + c.updates[l][o] as f64 * lv.update_energy_pj
         })
-        .sum()
+        .sum::<f64>()
+        * words
 }
 
 /// Leakage and static energy over `cycles`, pJ (every instance leaks, used or not).
@@ -138,16 +111,20 @@ pub fn leakage_pj(t: &Template, cycles: f64) -> f64 {
     per_cycle * cycles + t.static_power_mw * cycles * t.cycle_s() * 1e9
 }
 
-/// Latency and energy of a mapped Einsum.
-pub fn quick(p: &Problem, t: &Template, c: &Counts) -> Quick {
-    let compute = compute_cycles(p, t, c);
-    let mut latency = compute;
+/// Latency and energy of an Einsum whose accesses are `c` and whose compute takes
+/// `compute_cycles`: latency = max(compute, each level's words per instance ÷ its
+/// bandwidth); energy = MACs × MAC energy at the precision + Σ accesses × access energy
+/// + leakage and static power over the latency.
+pub fn quick_with(p: &Problem, t: &Template, c: &Counts, compute_cycles: f64) -> Quick {
+    let mut latency = compute_cycles;
     let mut bound = None;
-    let mut energy = c.padded_macs as f64 * t.mac_energy_pj;
+    // A precision the template cannot run never reaches here (see `mac_energy`).
+    let mut energy = c.padded_macs as f64 * mac_energy(t, p);
     for l in 0..c.nlevels {
-        energy += level_energy_pj(t, c, l);
+        energy += level_energy_pj(t, c, l, p.elem_bits);
         if let Some(bw) = t.levels[l].bandwidth_words_per_cycle {
-            let cycles = c.words_per_instance(l) as f64 / bw;
+            let per_instance = c.words_per_instance(l) as f64;
+            let cycles = per_instance * t.levels[l].words_per_element(p.elem_bits) / bw;
             if cycles > latency {
                 latency = cycles;
                 bound = Some(l);
@@ -156,11 +133,23 @@ pub fn quick(p: &Problem, t: &Template, c: &Counts) -> Quick {
     }
     energy += leakage_pj(t, latency);
     Quick {
-        compute_cycles: compute,
+        compute_cycles,
         latency_cycles: latency,
         energy_pj: energy,
         bound_level: bound,
     }
+}
+
+/// Energy of one MAC at the problem's precision (0 if the template cannot run it:
+/// `evaluate_network` refuses such ops before costing them).
+pub fn mac_energy(t: &Template, p: &Problem) -> f64 {
+    t.mac_energy_pj(p.dtype).unwrap_or(0.0)
+}
+
+/// Latency and energy of a mapped Einsum on a template without a systolic dataflow:
+/// one temporal step per cycle.
+pub fn quick(p: &Problem, t: &Template, c: &Counts) -> Quick {
+    quick_with(p, t, c, c.temporal_steps as f64)
 }
 
 /// The score the mapper minimizes.
@@ -184,11 +173,16 @@ pub fn objective_fn<'a>(
 /// Where a VectorOp's data lives: the innermost shared level that holds its working
 /// set (inputs + outputs), else the outermost level.
 pub fn vector_home(t: &Template, v: &VectorOp) -> usize {
-    let words = ((v.bytes_read + v.bytes_written) as f64 / t.word_bytes()).ceil() as u64;
+    let bits = (v.bytes_read + v.bytes_written).saturating_mul(8);
     let fan = t.fanout_level();
     (0..fan)
         .rev()
-        .find(|&l| t.levels[l].size_words.map(|s| words <= s).unwrap_or(true))
+        .find(|&l| {
+            let lv = &t.levels[l];
+            lv.size_words
+                .map(|s| bits.div_ceil(lv.word_bits as u64) <= s)
+                .unwrap_or(true)
+        })
         .unwrap_or(0)
 }
 
@@ -199,7 +193,7 @@ pub fn vector_home(t: &Template, v: &VectorOp) -> usize {
 pub fn vector_quick(t: &Template, v: &VectorOp) -> (Quick, usize) {
     let home = vector_home(t, v);
     let lv = &t.levels[home];
-    let wb = t.word_bytes();
+    let wb = lv.word_bits as f64 / 8.0;
     let (read_words, write_words) = if vector_fused(t, v) {
         (0.0, 0.0)
     } else {

@@ -9,6 +9,7 @@ use super::*;
 use crate::lower::{self, Einsum, Kernel};
 use crate::map::file::MappingFile;
 use crate::map::mapper::{self, SearchConfig};
+use crate::map::systolic::{self, Systolic};
 use crate::map::{analyze, Problem};
 use crate::workload::Graph;
 use rayon::prelude::*;
@@ -38,6 +39,8 @@ pub struct LayerCost {
     pub layer: String,
     pub kernel: String,
     pub kind: &'static str,
+    /// The precision the kernel ran at (`int8`, `fp16`, ...); empty for vector kernels.
+    pub precision: &'static str,
     pub mapping: String,
     pub macs: u64,
     pub padded_macs: u64,
@@ -81,8 +84,75 @@ pub struct NetworkCost {
 #[derive(Clone)]
 struct Mapped {
     problem: Problem,
-    mapping: Mapping,
+    schedule: Schedule,
     evaluated: usize,
+}
+
+/// How one Einsum runs on an ASIC template: a loop-nest mapping (searched or pinned by
+/// a mapping file), or the fixed schedule of a systolic array.
+#[derive(Clone, Copy, Debug)]
+pub enum Schedule {
+    Nest(Mapping),
+    Systolic(Systolic),
+}
+
+impl Schedule {
+    /// The schedule's accesses, compute cycles and printed form.
+    pub fn counts(&self, p: &Problem, t: &Template) -> Result<(Counts, f64, String), CostError> {
+        Ok(match self {
+            Schedule::Nest(m) => {
+                let c = analyze(p, t, m);
+                let cycles = c.temporal_steps as f64;
+                (c, cycles, m.compact(p, t))
+            }
+            Schedule::Systolic(s) => {
+                let df = s.dataflow;
+                let ch = systolic::chains(t, df)
+                    .map_err(|m| CostError::Unsupported(format!("{}: {m}", t.path.display())))?;
+                (
+                    s.counts(p, t, &ch),
+                    s.compute_cycles() as f64,
+                    s.describe(p),
+                )
+            }
+        })
+    }
+}
+
+/// The schedule `coex eval` gives `e` on `t`: the systolic one on systolic templates,
+/// else the mapper's best mapping. Refuses a precision the MACs do not run.
+pub fn schedule_einsum(
+    e: &Einsum,
+    t: &Template,
+    opts: &NetworkOptions,
+) -> Result<(Problem, Schedule, usize), CostError> {
+    t.mac_energy_pj(e.dtype).map_err(|m| {
+        CostError::Unsupported(format!("Einsum '{}' is {}: {m}", e.name, e.dtype.name()))
+    })?;
+    if t.array.dataflow.is_some() {
+        let p = Problem::from_einsum(e)?;
+        let s = Systolic::new(&p, t)?;
+        let ch = systolic::chains(t, s.dataflow)
+            .map_err(|m| CostError::Unsupported(format!("{}: {m}", t.path.display())))?;
+        for (o, &(_, pe)) in ch.iter().enumerate() {
+            if let Some(l) = pe.filter(|&l| !systolic::fits(t, l, 1, p.elem_bits)) {
+                let lv = &t.levels[l];
+                return Err(CostError::Unsupported(format!(
+                    "{}: level '{}' ({} x {}-bit words) cannot hold one {} element of operand {}; raise level.{}.word_bits or size_words",
+                    t.path.display(),
+                    lv.name,
+                    lv.size_words.unwrap_or(0),
+                    lv.word_bits,
+                    p.dtype.name(),
+                    crate::arch::OPERANDS[o],
+                    lv.name
+                )));
+            }
+        }
+        return Ok((p, Schedule::Systolic(s), 1));
+    }
+    let (p, found) = map_einsum(e, t, opts)?;
+    Ok((p, Schedule::Nest(found.mapping), found.evaluated))
 }
 
 fn shape_key(e: &Einsum) -> Einsum {
@@ -112,6 +182,15 @@ pub fn evaluate_network(
     fixed: Option<&MappingFile>,
 ) -> Result<NetworkCost, CostError> {
     let work = lower::lower(graph)?;
+    if let (Some(f), Some(df)) = (fixed, t.array.dataflow) {
+        return Err(CostError::Map(crate::map::MapError::File {
+            path: f.path.clone(),
+            message: format!(
+                "template '{}' is a {df:?} systolic array: its schedule is fixed (SCALE-Sim's folds), so it takes no mapping file; drop --mapping",
+                t.name
+            ),
+        }));
+    }
     if let Some(f) = fixed {
         let names: std::collections::HashSet<&str> = work
             .iter()
@@ -165,14 +244,14 @@ pub fn evaluate_network(
                 name: name.clone(),
                 ..e.clone()
             };
-            let (p, found) = map_einsum(&named, t, opts)?;
+            let (p, schedule, evaluated) = schedule_einsum(&named, t, opts)?;
             if let Some(b) = &bar {
                 b.inc(1);
             }
             Ok(Mapped {
                 problem: p,
-                mapping: found.mapping,
-                evaluated: found.evaluated,
+                schedule,
+                evaluated,
             })
         })
         .collect();
@@ -181,9 +260,6 @@ pub fn evaluate_network(
     }
     let mapped: Vec<Mapped> = mapped.into_iter().collect::<Result<_, _>>()?;
 
-    let onchip = global_buffer(t);
-    let fits = |words: u64| onchip.map(|(_, cap)| words <= cap / 2).unwrap_or(false);
-    let wb = t.word_bytes();
     let mut layers = Vec::new();
     let mut round_trips = 0;
     let mut by_level = vec![0.0; t.levels.len()];
@@ -200,46 +276,43 @@ pub fn evaluate_network(
             has_consumers: graph.g.neighbors(w.node).next().is_some(),
         };
         let has_consumers = graph.g.neighbors(w.node).next().is_some();
-        let out_words = (node.output.bytes() as f64 / wb).ceil() as u64;
         if matches!(node.op, crate::workload::Op::Input { .. }) {
             continue;
         }
-        if has_consumers && !fits(out_words) {
+        let out_bits = node.output.bytes().saturating_mul(8);
+        if has_consumers && !home(t, 2).is_some_and(|l| resident_bits(t, l, out_bits)) {
             round_trips += 1;
         }
         for k in &w.kernels {
             match k {
                 Kernel::Einsum(e) => {
-                    let (p, m) = match fixed
-                        .map(|f| f.by_layer.contains_key(&e.name))
-                        .unwrap_or(false)
-                    {
-                        true => {
+                    let pinned = fixed.map(|f| f.by_layer.contains_key(&e.name));
+                    let (p, schedule) = match (fixed, pinned) {
+                        (Some(f), Some(true)) => {
+                            t.mac_energy_pj(e.dtype).map_err(CostError::Unsupported)?;
                             let p = Problem::from_einsum(e)?;
-                            let m = fixed
-                                .and_then(|f| f.resolve(&e.name, &p, t).transpose())
-                                .transpose()?
-                                .expect("mapping present");
-                            (p, m)
+                            let m = f.resolve(&e.name, &p, t)?.ok_or_else(|| {
+                                CostError::Unsupported(format!("no mapping for '{}'", e.name))
+                            })?;
+                            (p, Schedule::Nest(m))
                         }
-                        false => {
+                        _ => {
                             let r = &mapped[unique[&shape_key(e)]];
-                            (r.problem.clone(), r.mapping)
+                            (r.problem.clone(), r.schedule)
                         }
                     };
-                    let mut c = analyze(&p, t, &m);
-                    if let Some((glb, _)) = onchip {
-                        keep_on_chip(e, &mut c, glb, &ctx, &fits);
-                    }
-                    let q = quick(&p, t, &c);
+                    let (mut c, compute, mapping) = schedule.counts(&p, t)?;
+                    keep_on_chip(e, &mut c, t, p.elem_bits, &ctx);
+                    let q = quick_with(&p, t, &c, compute);
                     for (l, slot) in by_level.iter_mut().enumerate() {
-                        *slot += level_energy_pj(t, &c, l);
+                        *slot += level_energy_pj(t, &c, l, p.elem_bits);
                     }
                     layers.push(LayerCost {
                         layer: node.name.clone(),
                         kernel: e.name.clone(),
                         kind: "einsum",
-                        mapping: m.compact(&p, t),
+                        precision: e.dtype.name(),
+                        mapping,
                         macs: e.macs(),
                         padded_macs: c.padded_macs,
                         compute_cycles: q.compute_cycles,
@@ -255,6 +328,7 @@ pub fn evaluate_network(
                     let lv = &t.levels[home];
                     let fused = vector_fused(t, v);
                     if !fused {
+                        let wb = lv.word_bits as f64 / 8.0;
                         by_level[home] += v.bytes_read as f64 / wb * lv.read_energy_pj
                             + v.bytes_written as f64 / wb * lv.write_energy_pj;
                     }
@@ -262,6 +336,7 @@ pub fn evaluate_network(
                         layer: node.name.clone(),
                         kernel: v.name.clone(),
                         kind: "vector",
+                        precision: "",
                         mapping: match fused {
                             true => format!("vector[{}] fused", t.vector.lanes),
                             false => format!("vector[{}] @{}", t.vector.lanes, lv.name),
@@ -311,38 +386,52 @@ pub fn evaluate_network(
     })
 }
 
-/// The global buffer: innermost shared level with a capacity, `(index, words)`.
-fn global_buffer(t: &Template) -> Option<(usize, u64)> {
+/// Where operand `o` lives on chip between layers: the innermost shared level with a
+/// capacity that keeps it (the global buffer, or the operand's own SRAM).
+fn home(t: &Template, o: usize) -> Option<usize> {
     (1..t.fanout_level())
         .rev()
-        .find_map(|l| t.levels[l].size_words.map(|s| (l, s)))
+        .find(|&l| t.levels[l].keeps[o] && t.levels[l].size_words.is_some())
 }
 
-/// Removes DRAM traffic for activations that stay in the global buffer: an operand
-/// that fits and is either an intermediate of this op or a tensor another layer
-/// produced on chip. The network's own inputs start in DRAM; outputs nobody
-/// consumes are written back to DRAM.
-fn keep_on_chip(
-    e: &Einsum,
-    c: &mut Counts,
-    glb: usize,
-    ctx: &NodeContext,
-    fits: &dyn Fn(u64) -> bool,
-) {
+/// Whether a tensor of `bits` may stay resident in level `l`: at most half of it.
+fn resident_bits(t: &Template, l: usize, bits: u64) -> bool {
+    let lv = &t.levels[l];
+    lv.size_words
+        .is_some_and(|cap| bits.div_ceil(lv.word_bits as u64) <= cap / 2)
+}
+
+/// Removes DRAM traffic for activations that stay on chip: an operand that fits half
+/// its home level (`home`) and is either an intermediate of this op or a tensor another
+/// layer produced on chip. The network's own inputs start in DRAM; outputs nobody
+/// consumes are written back to DRAM. A schedule that does not hold the operand in its
+/// home level (a bypass, or a systolic operand streaming through) keeps its traffic.
+fn keep_on_chip(e: &Einsum, c: &mut Counts, t: &Template, elem_bits: u32, ctx: &NodeContext) {
+    let stays = |o: usize, elems: u64| -> Option<usize> {
+        let l = home(t, o)?;
+        (c.tile_words[l][o] > 0 && resident_bits(t, l, elems.saturating_mul(elem_bits as u64)))
+            .then_some(l)
+    };
     for (o, op) in [(0usize, &e.input), (1, &e.weight)] {
         let elems = op.elements();
         let network_input = ctx.network_inputs.contains(&elems);
-        if !op.is_param && fits(elems) && !network_input {
+        if op.is_param || network_input {
+            continue;
+        }
+        if let Some(l) = stays(o, elems) {
             c.reads[0][o] = 0;
-            c.fills[glb][o] = 0;
+            c.fills[l][o] = 0;
         }
     }
     let elems = e.output.elements();
     let network_output = elems == ctx.output_elems && !ctx.has_consumers;
-    if fits(elems) && !network_output {
+    if network_output {
+        return;
+    }
+    if let Some(l) = stays(2, elems) {
         c.updates[0][2] = 0;
         c.reads[0][2] = 0;
-        c.fills[glb][2] = 0;
+        c.fills[l][2] = 0;
     }
 }
 

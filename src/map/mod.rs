@@ -11,6 +11,7 @@
 pub mod file;
 pub mod mapper;
 pub mod nest;
+pub mod systolic;
 
 pub use nest::{analyze, Counts};
 
@@ -188,6 +189,10 @@ pub struct Problem {
     /// Input, weight, output.
     pub operands: [OperandShape; 3],
     pub macs: u64,
+    /// Precision of every operand and of the MACs.
+    pub dtype: crate::workload::DType,
+    /// Bits of one element at `dtype`: what capacities, traffic and energies scale with.
+    pub elem_bits: u32,
 }
 
 impl Problem {
@@ -241,6 +246,8 @@ impl Problem {
             bounds,
             operands,
             macs: e.macs(),
+            dtype: e.dtype,
+            elem_bits: crate::arch::dtype_bits(e.dtype),
         })
     }
 

@@ -5,7 +5,9 @@
 use super::{Mapping, Problem, MAX_DIMS, MAX_LEVELS};
 use crate::arch::Template;
 
-/// Words moved per level and operand (I, W, O), summed over the level's used instances.
+/// Elements moved per level and operand (I, W, O), summed over the level's used
+/// instances. Counts are in elements of the Einsum's precision; `cost` turns them into
+/// words of each level with the packing rule of `arch::words_per_element`.
 ///
 /// `reads`: words a level hands to the level (or MACs) below; `fills`: words written
 /// into it from above; `updates`: partial sums written into it from below.
@@ -15,7 +17,7 @@ pub struct Counts {
     pub reads: [[u64; 3]; MAX_LEVELS],
     pub fills: [[u64; 3]; MAX_LEVELS],
     pub updates: [[u64; 3]; MAX_LEVELS],
-    /// Words of each operand one instance of the level holds (its tile).
+    /// Elements of each operand one instance of the level holds (its tile).
     pub tile_words: [[u64; 3]; MAX_LEVELS],
     /// Instances of the level in use (1 for shared levels).
     pub instances: [u64; MAX_LEVELS],
@@ -29,7 +31,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Words one instance of level `l` moves (reads + fills + updates of every operand).
+    /// Elements one instance of level `l` moves (reads + fills + updates of every operand).
     pub fn words_per_instance(&self, l: usize) -> u64 {
         let total: u64 = (0..3)
             .map(|o| self.reads[l][o] + self.fills[l][o] + self.updates[l][o])
@@ -254,7 +256,10 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
     for l in 0..nl {
         if let Some(cap) = t.levels[l].size_words {
             let copies = if t.levels[l].double_buffered { 2 } else { 1 };
-            let used: u64 = (0..3).map(|o| c.tile_words[l][o] * copies).sum();
+            let lv = &t.levels[l];
+            let used: u64 = (0..3)
+                .map(|o| lv.words_for(c.tile_words[l][o], p.elem_bits) * copies)
+                .sum();
             if used > cap && c.overflow.is_none() {
                 c.overflow = Some(l);
             }

@@ -148,6 +148,14 @@ pub struct Precision {
 }
 
 impl Precision {
+    /// The precision's name as a static string for reports (`int8`, `fp16`, ...): an
+    /// FPGA engine is built for one precision and runs every Einsum at it.
+    pub fn static_name(&self) -> &'static str {
+        crate::workload::DType::parse(&self.name)
+            .map(|d| d.name())
+            .unwrap_or("custom")
+    }
+
     pub fn bytes(&self) -> f64 {
         self.bits as f64 / 8.0
     }

@@ -438,6 +438,11 @@ pub fn evaluate(graph: &Graph, f: &Fpga, d: &Dataflow) -> Result<(NetworkCost, F
             layer: s.layer.clone(),
             kernel: s.kernel.clone(),
             kind: s.kind,
+            precision: if s.macs > 0 {
+                f.precision.static_name()
+            } else {
+                ""
+            },
             mapping: c.label.clone(),
             macs: s.macs,
             padded_macs: (pe_simd * busy[i]) as u64,

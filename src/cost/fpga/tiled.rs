@@ -387,6 +387,7 @@ fn vector_row(f: &Fpga, v: &VectorOp, scale: f64, layer: &str, bw: f64) -> Layer
         layer: layer.to_string(),
         kernel: v.name.clone(),
         kind: "vector",
+        precision: "",
         mapping: format!("vector[{lanes}] @DRAM"),
         macs: 0,
         padded_macs: 0,
@@ -461,6 +462,7 @@ pub fn evaluate(graph: &Graph, f: &Fpga, e: &Tiled) -> Result<NetworkCost, FpgaE
                         layer: node.name.clone(),
                         kernel: ein.name.clone(),
                         kind: "einsum",
+                        precision: f.precision.static_name(),
                         mapping: format!(
                             "{}x{} tile {}x{} {}",
                             e.tm,
