@@ -215,18 +215,30 @@ pub fn apply_override(table: &mut Table, key: &str, value: Value) -> Result<(), 
     Ok(())
 }
 
-fn load_tech(path: &Path, node: &str) -> Result<Tech, ArchError> {
+/// Where technology tables are looked for, in order: `$COEX_TECH_DIR`, a `tech/`
+/// folder beside the template or up to two folders above it, and the shipped
+/// `accelerators/tech/` of this build.
+pub fn tech_dirs(path: &Path) -> Vec<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let candidates: Vec<PathBuf> = dir
-        .ancestors()
-        .take(3)
-        .map(|d| d.join("tech").join(format!("{node}.toml")))
+    let mut v: Vec<PathBuf> = std::env::var_os("COEX_TECH_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    v.extend(dir.ancestors().take(3).map(|d| d.join("tech")));
+    v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("accelerators/tech"));
+    v
+}
+
+fn load_tech(path: &Path, node: &str) -> Result<Tech, ArchError> {
+    let candidates: Vec<PathBuf> = tech_dirs(path)
+        .into_iter()
+        .map(|d| d.join(format!("{node}.toml")))
         .collect();
     let found = candidates.iter().find(|p| p.is_file()).ok_or_else(|| ArchError::Key {
         path: path.to_path_buf(),
         key: "accelerator.tech".into(),
         message: format!(
-            "no technology table '{node}.toml' in a tech/ folder beside or above the template (looked at {})",
+            "no technology table '{node}.toml' (looked at {}); set COEX_TECH_DIR to a folder holding it",
             candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         ),
     })?;
