@@ -91,6 +91,7 @@ struct Mapped {
 /// How one Einsum runs on an ASIC template: a loop-nest mapping (searched or pinned by
 /// a mapping file), or the fixed schedule of a systolic array.
 #[derive(Clone, Copy, Debug)]
+#[allow(clippy::large_enum_variant)] // one per distinct Einsum shape; copied, never boxed
 pub enum Schedule {
     Nest(Mapping),
     Systolic(Systolic),
