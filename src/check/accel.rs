@@ -232,6 +232,9 @@ pub enum Verdict {
     Mismatch,
     /// A vector kernel the vector unit model does not run.
     NotRun,
+    /// An Einsum the template cannot run (no mapping fits, or an unsupported
+    /// precision): nothing was executed, so nothing was compared.
+    Unmappable,
 }
 
 /// One line of `coex check`.
@@ -268,8 +271,9 @@ impl AccelCheck {
         self.kernels.iter().filter(|k| v(&k.verdict)).count()
     }
 
+    /// No mismatch, and every Einsum could be mapped and run.
     pub fn passed(&self) -> bool {
-        self.count(|v| matches!(v, Verdict::Mismatch)) == 0
+        self.count(|v| matches!(v, Verdict::Mismatch | Verdict::Unmappable)) == 0
     }
 
     /// `42 kernels: 30 einsums (12 shapes run) and 8 vector ops ok, 4 vector ops not run, 0 MISMATCH (3.1 s)`.
@@ -281,7 +285,7 @@ impl AccelCheck {
                 .count()
         };
         format!(
-            "{} on {}: {} kernels: {} einsums ({} shapes run) and {} vector ops ok, {} vector ops not run, {} MISMATCH ({:.1} s)",
+            "{} on {}: {} kernels: {} einsums ({} shapes run) and {} vector ops ok, {} vector ops not run, {} cannot map, {} MISMATCH ({:.1} s)",
             self.network,
             self.accelerator,
             self.kernels.len(),
@@ -289,6 +293,7 @@ impl AccelCheck {
             self.einsum_runs,
             ok("vector"),
             self.count(|v| matches!(v, Verdict::NotRun)),
+            self.count(|v| matches!(v, Verdict::Unmappable)),
             self.count(|v| matches!(v, Verdict::Mismatch)),
             self.seconds
         )
@@ -309,6 +314,7 @@ impl AccelCheck {
                 Verdict::Ok => "ok",
                 Verdict::Mismatch => "MISMATCH",
                 Verdict::NotRun => "not run",
+                Verdict::Unmappable => "NO MAP",
             };
             let mut line = format!(
                 "{:<wl$}  {:<wk$}  {verdict:<8}  {}  [{}]",
@@ -440,7 +446,7 @@ fn run_shape(e: &Einsum, t: &Template, opts: &AccelCheckOptions) -> ShapeRun {
                 return ShapeRun {
                     mapping: "-".into(),
                     scale: "-".into(),
-                    verdict: Verdict::NotRun,
+                    verdict: Verdict::Unmappable,
                     problems: vec![format!("cannot run: {err}")],
                 }
             }
@@ -470,7 +476,7 @@ fn run_shape(e: &Einsum, t: &Template, opts: &AccelCheckOptions) -> ShapeRun {
             return ShapeRun {
                 mapping: "-".into(),
                 scale: "-".into(),
-                verdict: Verdict::Mismatch,
+                verdict: Verdict::Unmappable,
                 problems: vec![format!("no mapping: {err}")],
             }
         }
