@@ -223,11 +223,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
     match cli.command {
         Command::Families => {
             write!(out, "{}", families::describe_all())?;
-            writeln!(
-                out,
-                "Op specs (inspect --op, [[layer]] op = ...): {}",
-                spec::KINDS
-            )?;
+            write!(out, "\n{}", spec::describe_kinds())?;
         }
         Command::Inspect {
             file,

@@ -258,3 +258,227 @@ fn set_errors_name_the_given_key() {
         ],
     );
 }
+
+/// `coex inspect` on a workload file holding `text`.
+fn inspect_text(text: &str) -> (Output, PathBuf, tempfile::TempDir) {
+    let (path, dir) = temp_file("w.toml", text);
+    let out = coex(&["inspect", path.to_str().unwrap()]);
+    (out, path, dir)
+}
+
+#[test]
+fn networks_too_big_to_build_are_refused_before_allocating() {
+    // 2^31 - 1 blocks: the builder stops at the layer limit instead of growing to an abort.
+    let (out, path, _dir) =
+        inspect_text("family = \"resnet\"\n[params]\ndepths = [2, 2, 2, 2147483647]\n");
+    assert_error(
+        &out,
+        &[
+            path.to_str().unwrap(),
+            "layer4",
+            "more than 100000 layers",
+            "depth",
+        ],
+    );
+    // 2^32 is past the largest single size.
+    let (out, path, _dir) =
+        inspect_text("family = \"resnet\"\n[params]\ndepths = [2, 2, 2, 4294967296]\n");
+    assert_error(
+        &out,
+        &[path.to_str().unwrap(), "'depths'", "at most 2147483648"],
+    );
+    // A tensor past 2^40 elements.
+    let (out, path, _dir) =
+        inspect_text("input = [1048576, 1048576, 4]\n[[layer]]\nname = \"big\"\nop = \"relu\"\n");
+    assert_error(&out, &[path.to_str().unwrap(), "'input'", "2^40"]);
+}
+
+#[test]
+fn size_arithmetic_overflow_is_an_error_naming_the_op() {
+    let spec = "gemm m=4294967296 n=4294967296 k=4294967296";
+    assert_error(&coex(&["inspect", "--op", spec]), &[spec, "'m'", "at most"]);
+    // Each size fits, but the MACs (2^60) and the weights (2^40) are past the limits.
+    let spec = "gemm m=1048576 n=1048576 k=1048576";
+    assert_error(
+        &coex(&["inspect", "--op", spec]),
+        &[spec, "node 'gemm'", "MACs"],
+    );
+    let spec = "gemm m=1 n=2097152 k=2097152";
+    assert_error(
+        &coex(&["inspect", "--op", spec]),
+        &[spec, "weights", "2^40"],
+    );
+    // Attention scores: b·heads·seq·keys elements overflow unless checked.
+    let spec = "attention b=1 heads=1024 head_dim=1024 seq=1048576 kv_cache=2147483647";
+    assert_error(
+        &coex(&["inspect", "--op", spec]),
+        &[spec, "attention", "2^56"],
+    );
+}
+
+#[test]
+fn softmax_axis_out_of_range_names_the_layer() {
+    let (out, path, _dir) =
+        inspect_text("input = [8, 768]\n[[layer]]\nname = \"sm\"\nop = \"softmax axis=-99\"\n");
+    assert_error(
+        &out,
+        &[
+            path.to_str().unwrap(),
+            "layer 'sm'",
+            "'axis'",
+            "-99",
+            "-3 to 2",
+        ],
+    );
+    let spec = "softmax shape=2x3 axis=5";
+    assert_error(
+        &coex(&["inspect", "--op", spec]),
+        &[spec, "axis 5", "-2 to 1"],
+    );
+}
+
+#[test]
+fn layer_list_errors_say_what_is_wrong() {
+    let (out, path, _dir) = inspect_text("input = [8]\n[[layer]]\nname = \"x\"\nop = 42\n");
+    let err = stderr(&out);
+    assert_error(
+        &out,
+        &[
+            path.to_str().unwrap(),
+            "layer 'x'",
+            "'op'",
+            "string op spec",
+            "42",
+        ],
+    );
+    assert!(!err.contains("missing"), "{err}");
+
+    let (out, path, _dir) = inspect_text(
+        "input = [8]\n[[layer]]\nname = \"a\"\nop = \"relu\"\n[[layer]]\nname = \"a\"\nop = \"relu\"\n",
+    );
+    let err = stderr(&out);
+    assert_error(
+        &out,
+        &[
+            path.to_str().unwrap(),
+            "layer 'a'",
+            "#1 already has the name 'a'",
+            "unique",
+        ],
+    );
+    assert!(!err.contains("cycle"), "{err}");
+
+    let (out, path, _dir) =
+        inspect_text("input = [8]\n[[layer]]\nname = \"input\"\nop = \"relu\"\n");
+    let err = stderr(&out);
+    assert_error(
+        &out,
+        &[path.to_str().unwrap(), "'input' is reserved", "rename"],
+    );
+    assert!(!err.contains("cycle"), "{err}");
+}
+
+#[test]
+fn gemm_works_as_a_layer_and_checks_its_sizes_against_the_input() {
+    let (out, _path, _dir) = inspect_text(
+        "input = [128, 768]\n[[layer]]\nname = \"qkv\"\nop = \"gemm m=128 n=2304 k=768\"\n\
+         [[layer]]\nname = \"proj\"\nop = \"gemm n=768\"\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1x128x2304"), "{text}");
+    // 128·2304·768 MACs.
+    assert!(text.contains("226.492 M"), "{text}");
+
+    let (out, path, _dir) = inspect_text(
+        "input = [128, 768]\n[[layer]]\nname = \"qkv\"\nop = \"gemm m=128 n=2304 k=512\"\n",
+    );
+    assert_error(
+        &out,
+        &[
+            path.to_str().unwrap(),
+            "layer 'qkv'",
+            "'k'",
+            "k must be 768",
+            "left out",
+        ],
+    );
+}
+
+#[test]
+fn every_op_kind_of_op_specs_is_known_in_a_layer_list() {
+    let families = coex(&["families"]);
+    let text = String::from_utf8_lossy(&families.stdout);
+    let kinds: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Op kinds"))
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|k| {
+            k.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+        })
+        .collect();
+    assert!(kinds.len() > 30, "{text}");
+    for kind in kinds {
+        let (out, _path, _dir) = inspect_text(&format!(
+            "input = [8]\n[[layer]]\nname = \"x\"\nop = \"{kind}\"\n"
+        ));
+        let err = stderr(&out);
+        assert!(!err.contains("unknown op"), "{kind}: {err}");
+        assert!(!err.contains("panicked"), "{kind}: {err}");
+    }
+}
+
+#[test]
+fn families_lists_op_keys() {
+    let out = coex(&["families"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let conv = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("conv2d "))
+        .unwrap();
+    for key in ["k*", "stride", "pad", "groups", "c*", "h*", "w*"] {
+        assert!(
+            conv.split_whitespace()
+                .any(|w| w.trim_end_matches(';') == key),
+            "{conv}"
+        );
+    }
+}
+
+#[test]
+fn unknown_op_key_lists_every_accepted_key_in_both_forms() {
+    let spec = "conv2d n=1 c=64 h=56 w=56 k=64 bogus=1";
+    let out = coex(&["inspect", "--op", spec]);
+    assert_error(
+        &out,
+        &[spec, "'bogus'", "k, r, s", "stride", "n, c, h, w", "dtype"],
+    );
+    let (out, path, _dir) = inspect_text(
+        "input = [64, 56, 56]\n[[layer]]\nname = \"c\"\nop = \"conv2d k=64 bogus=1\"\n",
+    );
+    assert_error(
+        &out,
+        &[
+            path.to_str().unwrap(),
+            "layer 'c'",
+            "'bogus'",
+            "k, r, s",
+            "stride",
+        ],
+    );
+}
+
+#[test]
+fn zero_and_negative_op_sizes_are_errors() {
+    for spec in [
+        "gemm m=0 n=8 k=8",
+        "gemm m=-1 n=8 k=8",
+        "conv2d n=1 c=0 h=8 w=8 k=8",
+        "attention b=1 heads=-4 head_dim=8 seq=8",
+        "relu shape=2x0x3",
+    ] {
+        assert_error(&coex(&["inspect", "--op", spec]), &[spec]);
+    }
+}
