@@ -7,6 +7,7 @@ use coex::map::file::MappingFile;
 use coex::map::mapper::SearchConfig;
 use coex::report;
 use coex::workload::{self, families, spec};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,21 +52,33 @@ impl Target {
     }
 
     fn accelerator(&self) -> Result<coex::arch::Accelerator, Box<dyn std::error::Error>> {
-        Ok(coex::arch::load_accelerator(
-            &self.accel,
-            &parse_sets(&self.set)?,
-        )?)
+        let sets = parse_sets(&self.set)?;
+        coex::arch::load_accelerator(&self.accel, &sets).map_err(|e| {
+            // Name the flag when the key came from --set.
+            match &e {
+                coex::arch::ArchError::Key { key, .. } => {
+                    match sets.iter().find(|(k, _)| k == key) {
+                        Some((k, v)) => format!("--set {k}={v}: {e}").into(),
+                        None => e.into(),
+                    }
+                }
+                _ => e.into(),
+            }
+        })
     }
 }
+
+/// The largest `--budget`: about a minute of mapping per distinct Einsum.
+const MAX_BUDGET: u64 = 10_000_000;
 
 /// How the mapper searches (shared by eval and check, so both map alike).
 #[derive(Args)]
 struct Search {
     #[arg(long, value_enum, default_value = "edp")]
     objective: Objective,
-    /// Mappings scored per distinct Einsum.
-    #[arg(long, default_value_t = 3000)]
-    budget: usize,
+    /// Mappings scored per distinct Einsum (1 to 10,000,000).
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=MAX_BUDGET))]
+    budget: u64,
     /// Mapper seed: the same seed gives the same mappings.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -76,7 +89,7 @@ impl Search {
         NetworkOptions {
             objective: self.objective,
             search: SearchConfig {
-                budget: self.budget,
+                budget: self.budget as usize,
                 seed: self.seed,
                 ..SearchConfig::default()
             },
@@ -169,14 +182,31 @@ enum Command {
         layer: String,
         /// The layer as an op spec, to check the mapping's coverage and capacity.
         #[arg(long)]
-        op: Option<String>,
+        op: String,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    // Usage errors exit 1 like every other error (help and --version exit 0).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = run(cli, &mut out);
+    let flushed = out.flush();
+    match result.and(flushed.map_err(Into::into)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stops early (`| head`) closed stdout: stop quietly, as Unix tools do.
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -184,14 +214,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Families => {
-            print!("{}", families::describe_all());
-            println!(
-                "Op specs (inspect --op, [[layer]] op = ...): {}",
-                spec::KINDS
-            );
+            write!(out, "{}", families::describe_all())?;
+            write!(out, "\n{}", spec::describe_kinds())?;
         }
         Command::Inspect {
             file,
@@ -212,17 +244,17 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let ins = report::inspect(&graph)?;
             match format {
                 Format::Table => {
-                    print!("{}", report::inspection_table(&ins));
+                    write!(out, "{}", report::inspection_table(&ins))?;
                     if einsums {
                         for w in coex::lower::lower(&graph)? {
                             for e in w.einsums() {
-                                println!("{}: {}", e.name, e.formula());
+                                writeln!(out, "{}: {}", e.name, e.formula())?;
                             }
                         }
                     }
                 }
-                Format::Csv => print!("{}", report::inspection_csv(&ins)?),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&ins)?),
+                Format::Csv => write!(out, "{}", report::inspection_csv(&ins)?)?,
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&ins)?)?,
             }
         }
         Command::Eval {
@@ -233,14 +265,29 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let graph = target.graph()?;
             let acc = target.accelerator()?;
+            if let (Some(file), false) = (&mapping, matches!(acc, coex::arch::Accelerator::Asic(_)))
+            {
+                return Err(format!(
+                    "--mapping {}: mapping files apply to ASIC templates (levels and a PE array); \
+                     {} is a {} template, which coex maps by its own model: drop --mapping",
+                    file.display(),
+                    target.accel.display(),
+                    if matches!(acc, coex::arch::Accelerator::Gpu(_)) {
+                        "GPU"
+                    } else {
+                        "FPGA"
+                    }
+                )
+                .into());
+            }
             let fixed = mapping.as_deref().map(MappingFile::load).transpose()?;
             let opts = search.options(matches!(format, Format::Table));
             let result = cost::evaluate(&graph, &acc, &opts, fixed.as_ref())?;
             let levels = report::access_levels(&result);
             match format {
-                Format::Table => print!("{}", report::eval_table(&result, &levels)),
-                Format::Csv => print!("{}", report::eval_csv(&result)?),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+                Format::Table => write!(out, "{}", report::eval_table(&result, &levels))?,
+                Format::Csv => write!(out, "{}", report::eval_csv(&result)?)?,
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?,
             }
         }
         Command::Check {
@@ -278,8 +325,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let result = check::accel::check_accelerator(&graph, &t, &opts)?;
             match format {
-                CheckFormat::Table => print!("{}", result.table()),
-                CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+                CheckFormat::Table => write!(out, "{}", result.table())?,
+                CheckFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?,
             }
             let bad = result.count(|v| matches!(v, check::accel::Verdict::Mismatch));
             if bad > 0 {
@@ -294,9 +341,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let template = coex::arch::load(&accel, &[])?;
             let raw = coex::map::file::import_timeloop(&timeloop, &layer, &template)?;
-            let graph_spec =
-                op.ok_or("give --op '<spec>' for the layer so the mapping can be checked")?;
-            let g = spec::single_op_graph(&graph_spec)?;
+            let g = spec::single_op_graph(&op)?;
             let work = coex::lower::lower(&g)?;
             let e = work
                 .iter()
@@ -306,7 +351,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let p = coex::map::Problem::from_einsum(e)?;
             let m = coex::map::file::resolve(&raw, &p, &template)
                 .map_err(|m| format!("{}: {m}", timeloop.display()))?;
-            print!("{}", coex::map::file::to_toml(&layer, &m, &p, &template));
+            write!(
+                out,
+                "{}",
+                coex::map::file::to_toml(&layer, &m, &p, &template)
+            )?;
         }
     }
     Ok(())
@@ -315,10 +364,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 /// `key=value` pairs from repeated --set flags.
 fn parse_sets(sets: &[String]) -> Result<Vec<(String, String)>, String> {
     sets.iter()
-        .map(|s| {
-            s.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("--set '{s}': expected KEY=VALUE"))
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(format!(
+                "--set '{s}': expected KEY=VALUE with a non-empty key and value, e.g. --set array.rows=16"
+            )),
         })
         .collect()
 }

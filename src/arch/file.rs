@@ -173,9 +173,18 @@ pub(super) fn with_line(text: &str, message: &str) -> String {
 
 /// Sets `key` (dotted; `level.<name>.<field>` picks a level by name) in a template table.
 pub fn apply_override(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
-    let parts: Vec<&str> = key.split('.').collect();
+    let parts: Vec<&str> = key.split('.').map(str::trim).collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err("empty key or key part; write KEY=VALUE such as array.rows=16".into());
+    }
+    let section = |name: &str| {
+        format!("'{name}' is a section, not a value; set one of its keys, e.g. {name}.<key>=VALUE")
+    };
     // Bare accelerator fields are accepted without the section name.
     let parts: Vec<&str> = match parts.as_slice() {
+        [one] if matches!(table.get(*one), Some(Value::Table(_) | Value::Array(_))) => {
+            return Err(section(one))
+        }
         [one] => vec!["accelerator", one],
         _ => parts,
     };
@@ -184,9 +193,12 @@ pub fn apply_override(table: &mut Table, key: &str, value: Value) -> Result<(), 
     while i + 1 < parts.len() {
         let part = parts[i];
         if part == "level" {
-            let name = parts
-                .get(i + 1)
-                .ok_or("level.<name>.<field> needs a level name")?;
+            let name = parts[i + 1];
+            if i + 2 >= parts.len() {
+                return Err(format!(
+                    "level.{name} needs a field, e.g. level.{name}.size_kib=VALUE"
+                ));
+            }
             let levels = cur
                 .get_mut("level")
                 .and_then(Value::as_array_mut)
@@ -207,10 +219,26 @@ pub fn apply_override(table: &mut Table, key: &str, value: Value) -> Result<(), 
             .entry(part.to_string())
             .or_insert_with(|| Value::Table(Table::new()))
             .as_table_mut()
-            .ok_or_else(|| format!("'{part}' is not a table"))?;
+            .ok_or_else(|| format!("'{part}' is a value, not a section"))?;
         i += 1;
     }
-    let last = parts.last().ok_or("empty key")?;
+    let last = parts[parts.len() - 1];
+    // Keep the template's type: a number stays a number, a flag a flag.
+    let number = |v: &Value| matches!(v, Value::Integer(_) | Value::Float(_));
+    match cur.get(last) {
+        Some(Value::Table(_) | Value::Array(_)) if !value.is_array() => return Err(section(key)),
+        Some(old) if number(old) && !number(&value) => {
+            return Err(format!(
+                "expected a number (the template has {old}), got {value}"
+            ))
+        }
+        Some(old @ Value::Boolean(_)) if !value.is_bool() => {
+            return Err(format!(
+                "expected true or false (the template has {old}), got {value}"
+            ))
+        }
+        _ => {}
+    }
     cur.insert(last.to_string(), value);
     Ok(())
 }

@@ -214,16 +214,98 @@ impl LayerWork {
     }
 }
 
-/// Lowers every node, in execution order.
+/// The most MACs, vector elements or bytes one kernel may count (2^56, about 7e16),
+/// and the most a whole network may (2^60): with these, the cost models' sums and
+/// products of counts stay inside a u64.
+pub const MAX_KERNEL_COUNT: u64 = 1 << 56;
+pub const MAX_NETWORK_COUNT: u64 = 1 << 60;
+
+/// Lowers every node, in execution order; a node whose counts exceed the limits
+/// above (or overflow) is an error naming it.
 pub fn lower(graph: &Graph) -> Result<Vec<LayerWork>, WorkloadError> {
-    Ok(graph
-        .topo_order()?
-        .into_iter()
-        .map(|node| LayerWork {
-            node,
-            kernels: lower_node(graph, node),
-        })
-        .collect())
+    let mut total: u64 = 0;
+    let mut work = Vec::new();
+    for node in graph.topo_order()? {
+        let kernels = lower_node(graph, node);
+        let name = &graph.node(node).name;
+        let too_big = |message: String| WorkloadError::TooBig {
+            node: name.clone(),
+            message,
+        };
+        for k in &kernels {
+            let count = check_kernel(k).map_err(too_big)?;
+            total = total
+                .checked_add(count)
+                .filter(|&t| t <= MAX_NETWORK_COUNT)
+                .ok_or_else(|| {
+                    too_big(format!(
+                        "the network's MACs and bytes add up to more than 2^60 ({MAX_NETWORK_COUNT}); \
+                         use a smaller batch, sequence or model"
+                    ))
+                })?;
+        }
+        work.push(LayerWork { node, kernels });
+    }
+    Ok(work)
+}
+
+/// Checks one kernel's counts against [`MAX_KERNEL_COUNT`]; returns its MACs plus bytes.
+fn check_kernel(k: &Kernel) -> Result<u64, String> {
+    let limit = |what: &str, v: Option<u64>| match v {
+        Some(v) if v <= MAX_KERNEL_COUNT => Ok(v),
+        _ => Err(format!(
+            "kernel '{}' would count more than 2^56 ({MAX_KERNEL_COUNT}) {what}; use smaller sizes",
+            match k {
+                Kernel::Einsum(e) => &e.name,
+                Kernel::Vector(v) => &v.name,
+            }
+        )),
+    };
+    let product = |v: &mut dyn Iterator<Item = usize>| {
+        let mut acc = Some(1u64);
+        for d in v {
+            acc = acc.and_then(|a| a.checked_mul(d as u64));
+        }
+        acc
+    };
+    match k {
+        Kernel::Einsum(e) => {
+            if let Some(d) = e.dims.iter().find(|d| d.bound as u64 > u32::MAX as u64) {
+                return Err(format!(
+                    "kernel '{}': dim {} = {} exceeds 2^32-1, the largest loop bound the mapper handles",
+                    e.name, d.name, d.bound
+                ));
+            }
+            let macs = limit("MACs", product(&mut e.dims.iter().map(|d| d.bound)))?;
+            let mut bytes = 0u64;
+            for o in e.operands() {
+                let elems = limit("operand elements", product(&mut o.shape.iter().copied()))?;
+                bytes += elems * e.dtype.bytes();
+            }
+            Ok(macs + bytes)
+        }
+        Kernel::Vector(v) => {
+            if v.ops_per_element == u32::MAX {
+                return Err(format!("kernel '{}': too many ops per element", v.name));
+            }
+            limit("elements", Some(v.elements))?;
+            limit("ops", v.elements.checked_mul(v.ops_per_element as u64))?;
+            let r = limit("bytes", Some(v.bytes_read))?;
+            let w = limit("bytes", Some(v.bytes_written))?;
+            Ok(r + w)
+        }
+    }
+}
+
+/// `a * b`, saturating: counts that would overflow become u64::MAX, which
+/// [`lower`]'s limit check then reports.
+fn sat(a: usize, b: usize) -> u64 {
+    (a as u64).saturating_mul(b as u64)
+}
+
+/// A per-element op count as u32, saturating (see [`sat`]).
+fn ops_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
 }
 
 /// The kernels of one node (inputs already shape-checked by the graph).
@@ -333,13 +415,13 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
             "",
             VectorKind::Reduction,
             out.elements(),
-            (kernel[0] * kernel[1]) as u32,
+            ops_u32(sat(kernel[0], kernel[1])),
             in_bytes,
             out.bytes(),
         )],
         Op::GlobalPool { .. } => {
             let x = ins[0];
-            let window = (x.elements() / out.elements()) as u32;
+            let window = ops_u32(x.elements() / out.elements());
             vec![vec_op(
                 "",
                 VectorKind::Reduction,
@@ -350,7 +432,7 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
             )]
         }
         Op::AddEmbedding { rows, .. } => {
-            let table = (*rows * out.last()) as u64 * b;
+            let table = sat(*rows, out.last()).saturating_mul(b);
             vec![vec_op(
                 "",
                 VectorKind::Elementwise,
@@ -393,7 +475,7 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
         Op::SelectiveScan { d_state } => {
             let x = ins[0];
             let (bl, di) = (x.shape[0] * x.shape[1], x.shape[2]);
-            let state = (bl * di * d_state) as u64;
+            let state = sat(bl, di).saturating_mul(*d_state as u64);
             vec![
                 // dA = exp(Δ·A); h = dA·h + Δ·B·x; y += C·h: 8 ops per state element.
                 vec_op(
@@ -401,7 +483,7 @@ pub fn lower_op(name: &str, op: &Op, ins: &[&TensorInfo], out: &TensorInfo) -> V
                     VectorKind::Scan,
                     state,
                     8,
-                    in_bytes + (di * d_state) as u64 * b,
+                    in_bytes.saturating_add(sat(di, *d_state).saturating_mul(b)),
                     out.bytes(),
                 ),
                 // y += D·x
@@ -734,14 +816,16 @@ fn attention(
         ),
         dtype,
     };
-    let score_elems = (b * heads * sq * keys) as u64;
+    let score_elems = sat(b, heads)
+        .saturating_mul(sq as u64)
+        .saturating_mul(keys as u64);
     let softmax = Kernel::Vector(VectorOp {
         name: format!("{name}.softmax"),
         kind: VectorKind::Reduction,
         elements: score_elems,
         ops_per_element: if a.causal { 6 } else { 5 },
-        bytes_read: score_elems * dtype.bytes(),
-        bytes_written: score_elems * dtype.bytes(),
+        bytes_read: score_elems.saturating_mul(dtype.bytes()),
+        bytes_written: score_elems.saturating_mul(dtype.bytes()),
     });
     // N G H P K C  (K = head dim, C = key position)
     let context = Einsum {
@@ -796,66 +880,67 @@ fn squeeze_excite(
     let dt = x.dtype;
     let b = dt.bytes();
     let (n, c, area) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
-    let v = |suffix: &str, kind, elements: usize, ops: u32, read: u64, written: u64| {
+    let v = |suffix: &str, kind, elements: u64, ops: u32, read: u64, written: u64| {
         Kernel::Vector(VectorOp {
             name: format!("{name}.{suffix}"),
             kind,
-            elements: elements as u64,
+            elements,
             ops_per_element: ops,
             bytes_read: read,
             bytes_written: written,
         })
     };
-    let nb = |e: usize| e as u64 * b;
+    let nb = |e: u64| e.saturating_mul(b);
+    let (nc, nr) = (sat(n, c), sat(n, reduced));
     vec![
         v(
             "pool",
             VectorKind::Reduction,
-            n * c,
-            area as u32,
+            nc,
+            ops_u32(area as u64),
             x.bytes(),
-            nb(n * c),
+            nb(nc),
         ),
         Kernel::Einsum(gemm(&format!("{name}.fc1"), n, reduced, c, dt)),
         v(
             "fc1.bias",
             VectorKind::Elementwise,
-            n * reduced,
+            nr,
             1,
-            nb(n * reduced + reduced),
-            nb(n * reduced),
+            nb(nr.saturating_add(reduced as u64)),
+            nb(nr),
         ),
         v(
             "act",
             VectorKind::Elementwise,
-            n * reduced,
+            nr,
             act.ops_per_element(),
-            nb(n * reduced),
-            nb(n * reduced),
+            nb(nr),
+            nb(nr),
         ),
         Kernel::Einsum(gemm(&format!("{name}.fc2"), n, c, reduced, dt)),
         v(
             "fc2.bias",
             VectorKind::Elementwise,
-            n * c,
+            nc,
             1,
-            nb(n * c + c),
-            nb(n * c),
+            nb(nc.saturating_add(c as u64)),
+            nb(nc),
         ),
         v(
             "gate",
             VectorKind::Elementwise,
-            n * c,
+            nc,
             gate.ops_per_element(),
-            nb(n * c),
-            nb(n * c),
+            nb(nc),
+            nb(nc),
         ),
         v(
             "scale",
             VectorKind::Elementwise,
-            n * c * area,
+            nc.saturating_mul(area as u64),
             1,
-            x.bytes() + nb(n * c),
+            x.bytes() + nb(nc),
             x.bytes(),
         ),
     ]
@@ -867,16 +952,16 @@ fn moe(name: &str, m: &Moe, x: &TensorInfo) -> Vec<Kernel> {
     let dt = x.dtype;
     let b = dt.bytes();
     let d = x.last();
-    let tokens = x.shape[0] * x.shape[1];
+    let tokens = x.shape[0].saturating_mul(x.shape[1]);
     let f = m.ffn_dim;
-    let v = |suffix: String, kind, elements: usize, ops: u32, read: usize, written: usize| {
+    let v = |suffix: String, kind, elements: u64, ops: u32, read: u64, written: u64| {
         Kernel::Vector(VectorOp {
             name: format!("{name}.{suffix}"),
             kind,
-            elements: elements as u64,
+            elements,
             ops_per_element: ops,
-            bytes_read: read as u64 * b,
-            bytes_written: written as u64 * b,
+            bytes_read: read.saturating_mul(b),
+            bytes_written: written.saturating_mul(b),
         })
     };
     let mut k = vec![
@@ -885,21 +970,21 @@ fn moe(name: &str, m: &Moe, x: &TensorInfo) -> Vec<Kernel> {
         v(
             "topk".into(),
             VectorKind::Reduction,
-            tokens * m.experts,
-            5 + m.top_k as u32,
-            tokens * m.experts,
-            tokens * m.top_k,
+            sat(tokens, m.experts),
+            ops_u32(5 + m.top_k as u64),
+            sat(tokens, m.experts),
+            sat(tokens, m.top_k),
         ),
     ];
     let counts = m.expert_tokens(tokens);
-    let routed: usize = counts.iter().sum();
+    let routed = counts.iter().fold(0usize, |a, &c| a.saturating_add(c));
     k.push(v(
         "dispatch".into(),
         VectorKind::Gather,
-        routed * d,
+        sat(routed, d),
         1,
-        routed * d,
-        routed * d,
+        sat(routed, d),
+        sat(routed, d),
     ));
     for (e, &t) in counts.iter().enumerate() {
         if t == 0 {
@@ -922,14 +1007,14 @@ fn moe(name: &str, m: &Moe, x: &TensorInfo) -> Vec<Kernel> {
             dt,
         )));
         let act_ops = m.activation.ops_per_element() + u32::from(m.gated);
-        let act_read = if m.gated { 2 * t * f } else { t * f };
+        let act_read = sat(t, f).saturating_mul(if m.gated { 2 } else { 1 });
         k.push(v(
             format!("e{e}.act"),
             VectorKind::Elementwise,
-            t * f,
+            sat(t, f),
             act_ops,
             act_read,
-            t * f,
+            sat(t, f),
         ));
         k.push(Kernel::Einsum(gemm(
             &format!("{name}.e{e}.down"),
@@ -943,10 +1028,10 @@ fn moe(name: &str, m: &Moe, x: &TensorInfo) -> Vec<Kernel> {
     k.push(v(
         "combine".into(),
         VectorKind::Elementwise,
-        routed * d,
+        sat(routed, d),
         2,
-        routed * d + routed,
-        tokens * d,
+        sat(routed, d).saturating_add(routed as u64),
+        sat(tokens, d),
     ));
     k
 }

@@ -123,6 +123,29 @@ fn parse_loops(s: &str, p: &Problem) -> Result<Vec<(usize, u32)>, String> {
     Ok(out)
 }
 
+/// A dim's factors (all levels and the array) multiply to at least its bound, and to
+/// less than twice it: at most one partly padded step. Larger products are typos
+/// (`K128` for a bound of 64) and would only add padded work.
+fn check_factor_products(m: &Mapping, p: &Problem) -> Result<(), String> {
+    for d in 0..p.ndims {
+        let mut factors = (0..m.nlevels as usize)
+            .map(|l| m.factors[l][d])
+            .chain([m.spatial_rows[d], m.spatial_cols[d]]);
+        let product = factors.try_fold(1u64, |acc, f| acc.checked_mul(f as u64));
+        let bound = p.bounds[d];
+        if product.is_none_or(|x| x >= bound.saturating_mul(2)) {
+            let shown = product.map_or("more than 2^64".to_string(), |x| x.to_string());
+            return Err(format!(
+                "dim {} has bound {bound} but its factors multiply to {shown}; \
+                 make the product at least {bound} and less than {}",
+                p.names[d],
+                bound.saturating_mul(2)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Builds and checks a mapping: coverage, array rules, and every buffer's capacity.
 pub fn resolve(raw: &RawMapping, p: &Problem, t: &Template) -> Result<Mapping, String> {
     let mut m = Mapping::trivial(p, t);
@@ -149,6 +172,15 @@ pub fn resolve(raw: &RawMapping, p: &Problem, t: &Template) -> Result<Mapping, S
             m.keep[l][o] = false;
         }
         let loops = parse_loops(&lv.loops, p)?;
+        for (k, &(d, _)) in loops.iter().enumerate() {
+            if loops[..k].iter().any(|&(e, _)| e == d) {
+                return Err(format!(
+                    "level '{}': dim {} appears twice in loops \"{}\"; give each dim once per level \
+                     with the product of its factors",
+                    lv.name, p.names[d], lv.loops
+                ));
+            }
+        }
         let mut order: Vec<u8> = loops.iter().map(|&(d, _)| d as u8).collect();
         for d in 0..p.ndims as u8 {
             if !order.contains(&d) {
@@ -159,15 +191,16 @@ pub fn resolve(raw: &RawMapping, p: &Problem, t: &Template) -> Result<Mapping, S
             m.order[l][k] = d;
         }
         for (d, f) in loops {
-            m.factors[l][d] *= f;
+            m.factors[l][d] = f;
         }
     }
     for (d, f) in parse_loops(&raw.spatial.rows, p)? {
-        m.spatial_rows[d] *= f;
+        m.spatial_rows[d] = m.spatial_rows[d].saturating_mul(f);
     }
     for (d, f) in parse_loops(&raw.spatial.cols, p)? {
-        m.spatial_cols[d] *= f;
+        m.spatial_cols[d] = m.spatial_cols[d].saturating_mul(f);
     }
+    check_factor_products(&m, p)?;
     m.validate(p, t).map_err(|e| e.to_string())?;
     let c = super::analyze(p, t, &m);
     if let Some(l) = c.overflow {

@@ -197,6 +197,7 @@ fn layers(mut top: Table, common: &Common) -> Result<Graph, WorkloadError> {
         _ => return Err(bad("layer", "expected [[layer]] tables".into())),
     };
     let mut parsed = Vec::with_capacity(entries.len());
+    let mut numbers: HashMap<String, usize> = HashMap::new();
     let mut prev = g.node(first_input.expect("input created")).name.clone();
     for (i, v) in entries.into_iter().enumerate() {
         let number = i + 1;
@@ -220,7 +221,18 @@ fn layers(mut top: Table, common: &Common) -> Result<Graph, WorkloadError> {
         };
         let op_text = match t.remove("op") {
             Some(Value::String(s)) => s,
-            _ => {
+            Some(v) => {
+                return Err(wrap(
+                    &name,
+                    bad(
+                        "op",
+                        format!(
+                            "expected a string op spec such as \"conv2d k=64 r=3\" (see `coex families`), got {v}"
+                        ),
+                    ),
+                ))
+            }
+            None => {
                 return Err(wrap(
                     &name,
                     WorkloadError::MissingKey {
@@ -252,6 +264,26 @@ fn layers(mut top: Table, common: &Common) -> Result<Graph, WorkloadError> {
         // Table form: extra keys are op parameters.
         for (k, v) in t {
             spec.params.insert(k, v);
+        }
+        if g.find(&name).is_some() {
+            return Err(wrap(
+                &name,
+                bad(
+                    "name",
+                    format!("'{name}' is reserved for a network input; rename the layer"),
+                ),
+            ));
+        }
+        if let Some(first) = numbers.insert(name.clone(), number) {
+            return Err(wrap(
+                &name,
+                bad(
+                    "name",
+                    format!(
+                        "[[layer]] #{first} already has the name '{name}'; layer names must be unique"
+                    ),
+                ),
+            ));
         }
         prev = name.clone();
         parsed.push(LayerEntry { name, spec, inputs });

@@ -8,6 +8,15 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use std::collections::HashMap;
 
+/// The most nodes (layers and inputs) a network may have; builders hit this limit
+/// before they allocate more, so a typo such as `depths = [2, 2, 2, 4294967296]`
+/// is an error rather than an out-of-memory abort.
+pub const MAX_NODES: usize = 100_000;
+
+/// The most elements one tensor (an activation or a layer's weights) may hold: 2^40,
+/// about a trillion. Counts derived from tensors then fit comfortably in a u64.
+pub const MAX_ELEMENTS: u64 = 1 << 40;
+
 /// One op with its inferred output tensor.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -102,6 +111,17 @@ impl Graph {
         if matches!(op, Op::Embedding { .. }) {
             output.dtype = self.dtype;
         }
+        match op.checked_params(&tensors) {
+            Some(p) if p <= MAX_ELEMENTS => {}
+            _ => {
+                return Err(WorkloadError::TooBig {
+                    node: name.to_string(),
+                    message: format!(
+                        "its weights would hold more than 2^40 ({MAX_ELEMENTS}) elements; use smaller sizes"
+                    ),
+                })
+            }
+        }
         self.insert(name, op, output, inputs)
     }
 
@@ -115,6 +135,27 @@ impl Graph {
         if self.by_name.contains_key(name) {
             return Err(WorkloadError::Duplicate {
                 node: name.to_string(),
+            });
+        }
+        if self.g.node_count() >= MAX_NODES {
+            return Err(WorkloadError::TooBig {
+                node: name.to_string(),
+                message: format!(
+                    "the network would have more than {MAX_NODES} layers; lower its depth parameters"
+                ),
+            });
+        }
+        let elements = output
+            .shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        if elements.is_none_or(|e| e > MAX_ELEMENTS) {
+            return Err(WorkloadError::TooBig {
+                node: name.to_string(),
+                message: format!(
+                    "its output {} would hold more than 2^40 ({MAX_ELEMENTS}) elements; use smaller sizes",
+                    super::tensor::shape_str(&output.shape)
+                ),
             });
         }
         let idx = self.g.add_node(Node {

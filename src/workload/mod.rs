@@ -10,7 +10,7 @@ pub mod params;
 pub mod spec;
 pub mod tensor;
 
-pub use graph::{Edge, Graph, Node};
+pub use graph::{Edge, Graph, Node, MAX_ELEMENTS, MAX_NODES};
 pub use op::{
     Activation, Attention, BinaryKind, Conv1d, Conv2d, Moe, NormKind, Op, PoolKind, Routing,
 };
@@ -45,6 +45,8 @@ pub enum WorkloadError {
     Shape { node: String, message: String },
     #[error("node '{node}' is defined twice; layer names must be unique")]
     Duplicate { node: String },
+    #[error("node '{node}' is too big: {message}")]
+    TooBig { node: String, message: String },
     #[error("layers form a cycle through '{node}'; a layer may only take inputs that do not depend on it")]
     Cycle { node: String },
     #[error(
@@ -97,9 +99,12 @@ pub fn load(path: &Path, batch: Option<usize>) -> Result<Graph, WorkloadError> {
         .extension()
         .map(|e| e.eq_ignore_ascii_case("onnx"))
         .unwrap_or(false);
-    if is_onnx {
-        onnx::load(path, batch)
+    let g = if is_onnx {
+        onnx::load(path, batch)?
     } else {
-        file::load(path, batch)
-    }
+        file::load(path, batch)?
+    };
+    // Lowering checks the counts every model derives (MACs, bytes) against their limits.
+    crate::lower::lower(&g).map_err(|e| e.in_file(path))?;
+    Ok(g)
 }

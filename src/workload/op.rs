@@ -258,7 +258,7 @@ impl Moe {
             .map(|w| w / total * assignments as f64)
             .collect();
         let mut counts: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
-        let mut left = assignments - counts.iter().sum::<usize>();
+        let mut left = assignments.saturating_sub(counts.iter().sum::<usize>());
         let mut order: Vec<usize> = (0..e).collect();
         // Stable: ties go to the lower expert index, so the split is deterministic.
         order.sort_by(|&a, &b| {
@@ -282,9 +282,18 @@ impl Moe {
         counts.iter().map(|&c| c.min(capacity)).collect()
     }
 
+    /// Router plus expert weights; saturates at u64::MAX.
     pub fn params(&self, d_model: usize) -> u64 {
-        let per_expert = if self.gated { 3 } else { 2 } * d_model * self.ffn_dim;
-        (d_model * self.experts + self.experts * per_expert) as u64
+        self.checked_params(d_model).unwrap_or(u64::MAX)
+    }
+
+    /// [`Moe::params`], or None when the count overflows a u64.
+    pub fn checked_params(&self, d_model: usize) -> Option<u64> {
+        let matrices: u64 = if self.gated { 3 } else { 2 };
+        let per_expert = matrices
+            .checked_mul(d_model as u64)?
+            .checked_mul(self.ffn_dim as u64)?;
+        (self.experts as u64).checked_mul(per_expert.checked_add(d_model as u64)?)
     }
 }
 
@@ -733,6 +742,12 @@ impl Op {
                     ("top_k", m.top_k),
                     ("ffn_dim", m.ffn_dim),
                 ])?;
+                if m.experts > MAX_EXPERTS {
+                    return Err(format!(
+                        "experts={} is more than {MAX_EXPERTS}; use fewer experts",
+                        m.experts
+                    ));
+                }
                 if m.top_k > m.experts {
                     return Err(format!("top_k={} exceeds experts={}", m.top_k, m.experts));
                 }
@@ -769,61 +784,80 @@ impl Op {
         }
     }
 
-    /// Trainable parameters held by the op (weights, biases, norm scales), given input shapes.
+    /// Trainable parameters held by the op (weights, biases, norm scales), given input
+    /// shapes; saturates at u64::MAX (graphs refuse ops whose count overflows).
     pub fn params(&self, inputs: &[&TensorInfo]) -> u64 {
+        self.checked_params(inputs).unwrap_or(u64::MAX)
+    }
+
+    /// [`Op::params`], or None when the count overflows a u64.
+    pub fn checked_params(&self, inputs: &[&TensorInfo]) -> Option<u64> {
         let x = inputs.first().copied();
+        let mul = |v: &[usize]| v.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
         match self {
             Op::Conv2d(c) => {
                 let cin = x.map(|t| t.shape[1]).unwrap_or(0);
-                let w = c.out_channels * (cin / c.groups) * c.kernel[0] * c.kernel[1];
-                (w + if c.bias { c.out_channels } else { 0 }) as u64
+                let w = mul(&[
+                    c.out_channels,
+                    cin / c.groups.max(1),
+                    c.kernel[0],
+                    c.kernel[1],
+                ])?;
+                w.checked_add(if c.bias { c.out_channels as u64 } else { 0 })
             }
             Op::Conv1d(c) => {
                 let cin = x.map(|t| t.shape[1]).unwrap_or(0);
-                let w = c.out_channels * (cin / c.groups) * c.kernel;
-                (w + if c.bias { c.out_channels } else { 0 }) as u64
+                let w = mul(&[c.out_channels, cin / c.groups.max(1), c.kernel])?;
+                w.checked_add(if c.bias { c.out_channels as u64 } else { 0 })
             }
-            Op::Linear { tied: true, .. } => 0,
+            Op::Linear { tied: true, .. } => Some(0),
             Op::Linear {
                 out_features,
                 bias,
                 axis,
                 ..
             } => {
-                let Some(x) = x else { return 0 };
+                let Some(x) = x else { return Some(0) };
                 let fan_in = linear_axis(*axis, x).map(|a| x.shape[a]).unwrap_or(0);
-                (out_features * fan_in + if *bias { *out_features } else { 0 }) as u64
+                mul(&[*out_features, fan_in])?.checked_add(if *bias {
+                    *out_features as u64
+                } else {
+                    0
+                })
             }
             Op::Norm { kind } => {
-                let Some(x) = x else { return 0 };
-                match kind {
-                    NormKind::Batch => 2 * x.shape[1] as u64,
+                let Some(x) = x else { return Some(0) };
+                Some(match kind {
+                    NormKind::Batch => 2 * x.shape.get(1).copied().unwrap_or(0) as u64,
                     NormKind::Layer => 2 * x.last() as u64,
                     NormKind::Rms => x.last() as u64,
-                }
+                })
             }
             Op::SqueezeExcite { reduced, .. } => {
-                let c = x.map(|t| t.shape[1]).unwrap_or(0);
-                (c * reduced + reduced + reduced * c + c) as u64
+                let c = x.and_then(|t| t.shape.get(1).copied()).unwrap_or(0);
+                mul(&[2, c, *reduced])?.checked_add((*reduced + c) as u64)
             }
-            Op::Embedding { vocab, dim } => (vocab * dim) as u64,
+            Op::Embedding { vocab, dim } => mul(&[*vocab, *dim]),
             Op::Constant {
                 shape,
                 learned: true,
-            } => shape.iter().product::<usize>() as u64,
+            } => mul(shape),
             Op::AddEmbedding { rows, cls_token } => {
                 let d = x.map(|t| t.last()).unwrap_or(0);
-                ((rows + usize::from(*cls_token)) * d) as u64
+                mul(&[rows.checked_add(usize::from(*cls_token))?, d])
             }
-            Op::Moe(m) => m.params(x.map(|t| t.last()).unwrap_or(0)),
+            Op::Moe(m) => m.checked_params(x.map(|t| t.last()).unwrap_or(0)),
             Op::SelectiveScan { d_state } => {
                 let di = x.map(|t| t.last()).unwrap_or(0);
-                (di * d_state + di) as u64
+                mul(&[di, *d_state])?.checked_add(di as u64)
             }
-            _ => 0,
+            _ => Some(0),
         }
     }
 }
+
+/// The most experts a mixture-of-experts layer may have (each is lowered to its own GEMMs).
+pub const MAX_EXPERTS: usize = 1 << 16;
 
 /// Resolves a linear's axis (None = last) and checks it exists.
 pub fn linear_axis(axis: Option<usize>, x: &TensorInfo) -> Result<usize, String> {
@@ -849,8 +883,17 @@ pub fn conv_out(
     pad_end: usize,
     dilation: usize,
 ) -> Result<usize, String> {
-    let span = dilation * (kernel - 1) + 1;
-    let padded = input + pad_begin + pad_end;
+    let too_big = || {
+        format!("window or padding too large (kernel {kernel}, dilation {dilation}, pad {pad_begin}+{pad_end})")
+    };
+    let span = dilation
+        .checked_mul(kernel.saturating_sub(1))
+        .and_then(|x| x.checked_add(1))
+        .ok_or_else(too_big)?;
+    let padded = input
+        .checked_add(pad_begin)
+        .and_then(|x| x.checked_add(pad_end))
+        .ok_or_else(too_big)?;
     if padded < span {
         return Err(format!(
             "window {span} (kernel {kernel}, dilation {dilation}) is larger than the padded input {padded}"
@@ -920,7 +963,8 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
 }
 
 fn reshape(input: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
-    let total: usize = input.iter().product();
+    let product = |v: &[usize]| v.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let total = product(input).ok_or("reshape: input too large")?;
     let mut out = Vec::with_capacity(target.len());
     let mut infer_at = None;
     for (i, &t) in target.iter().enumerate() {
@@ -943,7 +987,7 @@ fn reshape(input: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
             }
         }
     }
-    let known: usize = out.iter().product();
+    let known = product(&out).ok_or_else(|| format!("reshape target {target:?} is too large"))?;
     if let Some(i) = infer_at {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!(

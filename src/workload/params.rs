@@ -91,18 +91,26 @@ impl<'a> ParamReader<'a> {
         }
     }
 
-    /// A size: integer ≥ 1.
+    /// A size: integer from 1 to [`MAX_SIZE`].
     pub fn size(&self, key: &str) -> Result<usize, WorkloadError> {
         let v = self.value(key)?;
-        as_size(&v).ok_or_else(|| self.bad(key, format!("expected a positive integer, got {v}")))
+        as_size(&v).ok_or_else(|| {
+            self.bad(
+                key,
+                format!("expected a positive integer (at most {MAX_SIZE}), got {v}"),
+            )
+        })
     }
 
-    /// An integer ≥ 0 (counts that may be zero, such as a KV-cache length).
+    /// An integer from 0 to [`MAX_SIZE`] (counts that may be zero, such as a KV-cache length).
     pub fn count(&self, key: &str) -> Result<usize, WorkloadError> {
         let v = self.value(key)?;
         match v.as_integer() {
-            Some(i) if i >= 0 => Ok(i as usize),
-            _ => Err(self.bad(key, format!("expected an integer ≥ 0, got {v}"))),
+            Some(i) if (0..=MAX_SIZE as i64).contains(&i) => Ok(i as usize),
+            _ => Err(self.bad(
+                key,
+                format!("expected an integer ≥ 0 (at most {MAX_SIZE}), got {v}"),
+            )),
         }
     }
 
@@ -126,11 +134,20 @@ impl<'a> ParamReader<'a> {
                 as_size(x).ok_or_else(|| {
                     self.bad(
                         key,
-                        format!("every entry must be a positive integer, got {x}"),
+                        format!(
+                            "every entry must be a positive integer (at most {MAX_SIZE}), got {x}"
+                        ),
                     )
                 })
             })
             .collect()
+    }
+
+    /// One integer (any sign).
+    pub fn int(&self, key: &str) -> Result<i64, WorkloadError> {
+        let v = self.value(key)?;
+        v.as_integer()
+            .ok_or_else(|| self.bad(key, format!("expected an integer, got {v}")))
     }
 
     pub fn ints(&self, key: &str) -> Result<Vec<i64>, WorkloadError> {
@@ -155,8 +172,11 @@ impl<'a> ParamReader<'a> {
             Value::Integer(i) => *i as f64,
             _ => return Err(self.bad(key, format!("expected a number, got {v}"))),
         };
-        if !f.is_finite() || f < 0.0 {
-            return Err(self.bad(key, format!("expected a finite number ≥ 0, got {f}")));
+        if !(0.0..=MAX_FLOAT).contains(&f) {
+            return Err(self.bad(
+                key,
+                format!("expected a number from 0 to {MAX_FLOAT:e}, got {f}"),
+            ));
         }
         Ok(f)
     }
@@ -209,8 +229,19 @@ impl<'a> ParamReader<'a> {
     }
 }
 
-fn as_size(v: &Value) -> Option<usize> {
-    v.as_integer().filter(|&i| i >= 1).map(|i| i as usize)
+/// The largest single size or count a parameter may take (2^31). Builders multiply
+/// two such values at most before the graph checks each tensor against
+/// [`super::MAX_ELEMENTS`], so their arithmetic cannot wrap.
+pub const MAX_SIZE: usize = 1 << 31;
+
+/// The largest real-valued parameter (multipliers, capacity factors, skews).
+pub const MAX_FLOAT: f64 = 1e6;
+
+/// An integer from 1 to [`MAX_SIZE`].
+pub fn as_size(v: &Value) -> Option<usize> {
+    v.as_integer()
+        .filter(|&i| (1..=MAX_SIZE as i64).contains(&i))
+        .map(|i| i as usize)
 }
 
 /// Parses a TOML value literal such as `[1, 2]`, `3`, `"relu"`, `true`.

@@ -172,6 +172,26 @@ const MOE: &[ParamDoc] = &[
 ];
 const SCAN: &[ParamDoc] = &[p("d_state", "16", "SSM state size N")];
 const NONE: &[ParamDoc] = &[];
+/// GEMM inside a layer list: A is the layer's input `[.., M, K]`, B the weights `[N, K]`.
+/// `m`, `k` and `b` may be given for clarity; they must then match the input.
+const GEMM_IN_GRAPH: &[ParamDoc] = &[
+    p("n", "", "columns of B and C (output features)"),
+    p(
+        "m",
+        "0",
+        "rows of A (0 = take from the input; else must match it)",
+    ),
+    p(
+        "k",
+        "0",
+        "reduction length (0 = the input's last axis; else must match it)",
+    ),
+    p(
+        "b",
+        "0",
+        "batch (0 = take from the input; else must match its leading axes)",
+    ),
+];
 
 /// Size keys a standalone spec may add to create its inputs.
 const DIMS_IMAGE: &[ParamDoc] = &[
@@ -196,6 +216,7 @@ fn docs_for(kind: &str) -> Option<&'static [ParamDoc]> {
         "reshape" => RESHAPE,
         "transpose" => TRANSPOSE,
         "matmul" | "bmm" => MATMUL,
+        "gemm" => GEMM_IN_GRAPH,
         "squeeze_excite" | "se" => SE,
         "embedding" => EMBEDDING,
         "attention" => ATTENTION,
@@ -218,11 +239,20 @@ fn unknown_kind(spec: &Spec) -> WorkloadError {
     }
 }
 
-fn axis_of(v: i64, rank: usize) -> usize {
-    if v < 0 {
-        (rank as i64 + v).max(0) as usize
+/// A Python-style axis (-1 = last) of a rank-`rank` input, checked.
+fn axis_of(key: &str, v: i64, rank: usize) -> Result<usize, WorkloadError> {
+    let r = rank as i64;
+    if (-r..r).contains(&v) {
+        Ok(if v < 0 { (r + v) as usize } else { v as usize })
     } else {
-        v as usize
+        Err(WorkloadError::BadParam {
+            key: key.to_string(),
+            message: format!(
+                "axis {v} is out of range for a rank-{rank} input; use {} to {}",
+                -r,
+                r - 1
+            ),
+        })
     }
 }
 
@@ -286,14 +316,14 @@ pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op,
             })
         }
         "linear" | "fc" => {
-            let axis = r.ints("axis")?[0];
+            let axis = r.int("axis")?;
             Op::Linear {
                 out_features: r.size("out")?,
                 bias: r.flag("bias")?,
                 axis: if axis == -1 {
                     None
                 } else {
-                    Some(axis_of(axis, rank))
+                    Some(axis_of("axis", axis, rank)?)
                 },
                 tied: false,
             }
@@ -324,10 +354,10 @@ pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op,
             },
         },
         "softmax" => Op::Softmax {
-            axis: axis_of(r.ints("axis")?[0], rank),
+            axis: axis_of("axis", r.int("axis")?, rank)?,
         },
         "concat" => Op::Concat {
-            axis: axis_of(r.ints("axis")?[0], rank),
+            axis: axis_of("axis", r.int("axis")?, rank)?,
         },
         "reshape" => Op::Reshape {
             shape: r.ints("shape")?,
@@ -337,9 +367,10 @@ pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op,
             perm: r
                 .ints("perm")?
                 .into_iter()
-                .map(|x| axis_of(x, rank))
-                .collect(),
+                .map(|x| axis_of("perm", x, rank))
+                .collect::<Result<_, _>>()?,
         },
+        "gemm" => gemm_in_graph(&r, input)?,
         "matmul" | "bmm" => Op::MatMul {
             transpose_b: r.flag("transpose_b")?,
         },
@@ -405,6 +436,46 @@ pub fn op_in_graph(spec: &Spec, input: Option<&super::TensorInfo>) -> Result<Op,
     Ok(op)
 }
 
+/// A GEMM layer: a bias-free linear on the input's last axis, after checking any
+/// `m`, `k`, `b` the spec gives against the input `[.., M, K]`.
+fn gemm_in_graph(r: &ParamReader, input: Option<&super::TensorInfo>) -> Result<Op, WorkloadError> {
+    let shape = input.map(|t| t.shape.as_slice()).unwrap_or(&[]);
+    let rank = shape.len();
+    let product = |s: &[usize]| s.iter().product::<usize>();
+    let (m, k, b) = (r.count("m")?, r.count("k")?, r.count("b")?);
+    let (want_m, want_b) = if b > 0 {
+        (
+            shape.get(rank.wrapping_sub(2)).copied().unwrap_or(0),
+            product(&shape[..rank.saturating_sub(2)]),
+        )
+    } else {
+        (product(&shape[..rank.saturating_sub(1)]), 0)
+    };
+    let given = [
+        ("k", k, shape.last().copied().unwrap_or(0)),
+        ("b", b, want_b),
+        ("m", m, want_m),
+    ];
+    for (key, v, want) in given {
+        if v != 0 && v != want {
+            return Err(WorkloadError::BadParam {
+                key: key.into(),
+                message: format!(
+                    "a gemm layer takes A from its input {}, so {key} must be {want} \
+                     (or be left out); got {v}",
+                    super::tensor::shape_str(shape)
+                ),
+            });
+        }
+    }
+    Ok(Op::Linear {
+        out_features: r.size("n")?,
+        bias: false,
+        axis: None,
+        tied: false,
+    })
+}
+
 /// Splits a standalone spec's table into (size keys, op keys) using the op's docs.
 fn split(spec: &Spec, op_docs: &[ParamDoc]) -> (Table, Table) {
     let mut dims = Table::new();
@@ -445,7 +516,10 @@ pub fn single_op_graph(text: &str) -> Result<Graph, WorkloadError> {
         }
         None => DType::Fp16,
     };
-    build_single(&spec, dtype).map_err(|e| spec_err(&spec, e))
+    let g = build_single(&spec, dtype).map_err(|e| spec_err(&spec, e))?;
+    // Lowering checks the counts every model derives (MACs, bytes) against their limits.
+    crate::lower::lower(&g).map_err(|e| spec_err(&spec, e))?;
+    Ok(g)
 }
 
 const GEMM_DIMS: &[ParamDoc] = &[
@@ -480,12 +554,99 @@ const LINEAR_DIMS: &[ParamDoc] = &[
     p("in", "", "input features"),
 ];
 
+/// Size keys a standalone spec of this kind takes to create its inputs (image ops take
+/// `n c h w` or `shape`).
+fn size_docs(kind: &str) -> &'static [&'static [ParamDoc]] {
+    match kind {
+        "gemm" | "matmul" | "bmm" => &[GEMM_DIMS],
+        "attention" => &[ATTN_DIMS],
+        "conv2d" | "conv" | "dwconv2d" | "dwconv" | "maxpool" | "avgpool" | "globalpool"
+        | "gap" | "squeeze_excite" | "se" | "batchnorm" => &[DIMS_IMAGE, DIMS_SHAPE],
+        "conv1d" => &[CONV1D_DIMS],
+        "linear" | "fc" => &[LINEAR_DIMS],
+        "moe" | "layernorm" | "rmsnorm" => &[SEQ_DIMS],
+        "embedding" => &[TOKEN_DIMS],
+        "selective_scan" => &[SCAN_DIMS],
+        _ => &[DIMS_SHAPE],
+    }
+}
+
+/// Every key a standalone spec of `kind` accepts: the op's own, its size keys, dtype.
+fn standalone_keys(kind: &str) -> String {
+    let op = if kind == "gemm" {
+        &[][..]
+    } else {
+        docs_for(kind).unwrap_or(&[])
+    };
+    let mut keys: Vec<&str> = op.iter().map(|d| d.name).collect();
+    for docs in size_docs(kind) {
+        for d in docs.iter() {
+            if !keys.contains(&d.name) {
+                keys.push(d.name);
+            }
+        }
+    }
+    keys.push("dtype");
+    keys.join(", ")
+}
+
+/// Reads a standalone spec's size keys; an unknown key lists every key the spec accepts.
+fn size_reader<'a>(
+    kind: &str,
+    table: Table,
+    docs: &'a [ParamDoc],
+) -> Result<ParamReader<'a>, WorkloadError> {
+    ParamReader::new(format!("op '{kind}'"), table, docs).map_err(|e| match e {
+        WorkloadError::UnknownParam { key, context, .. } => WorkloadError::UnknownParam {
+            key,
+            context,
+            accepted: standalone_keys(kind),
+        },
+        e => e,
+    })
+}
+
+/// One line per op kind with its keys, for `coex families`.
+pub fn describe_kinds() -> String {
+    let mut s = String::from(
+        "Op kinds: `--op '<kind> key=value ...'` and `[[layer]] op = \"<kind> key=value ...\"`.\n\
+         In a layer the input comes from the previous layer; on --op the size keys create it.\n",
+    );
+    for kind in KINDS.split(", ") {
+        let op = docs_for(kind).unwrap_or(&[]);
+        let keys = |docs: &[ParamDoc]| {
+            docs.iter()
+                .map(|d| {
+                    if d.default.is_empty() {
+                        format!("{}*", d.name)
+                    } else {
+                        d.name.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let sizes: Vec<String> = size_docs(kind).iter().map(|d| keys(d)).collect();
+        let op_keys = if op.is_empty() {
+            "-".to_string()
+        } else {
+            keys(op)
+        };
+        s.push_str(&format!(
+            "  {kind:15} {op_keys}; --op sizes: {}\n",
+            sizes.join(" | ")
+        ));
+    }
+    s.push_str("  (* = required; every --op also takes dtype=int8|fp16|bf16|fp32)\n");
+    s
+}
+
 fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
     let kind = spec.kind.as_str();
     let mut g = Graph::new(text_name(spec), dtype);
     // GEMM is a linear layer whose weight is B: same Einsum, and its params are B.
     if kind == "gemm" {
-        let r = ParamReader::new("op 'gemm'", spec.params.clone(), GEMM_DIMS)?;
+        let r = size_reader(kind, spec.params.clone(), GEMM_DIMS)?;
         let (m, n, k, b) = (r.size("m")?, r.size("n")?, r.size("k")?, r.count("b")?);
         let shape = if b > 0 { vec![b, m, k] } else { vec![m, k] };
         let x = g.input("A", &shape)?;
@@ -509,7 +670,7 @@ fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
     };
     let inputs: Vec<NodeIndex> = match kind {
         "matmul" | "bmm" => {
-            let r = ParamReader::new(format!("op '{kind}'"), dims, GEMM_DIMS)?;
+            let r = size_reader(kind, dims, GEMM_DIMS)?;
             let (m, n, k, b) = (r.size("m")?, r.size("n")?, r.size("k")?, r.count("b")?);
             let tb = op_spec
                 .params
@@ -523,7 +684,7 @@ fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
             vec![a, bb]
         }
         "attention" => {
-            let r = ParamReader::new("op 'attention'", dims, ATTN_DIMS)?;
+            let r = size_reader(kind, dims, ATTN_DIMS)?;
             let rq = ParamReader::new("op 'attention'", op_spec.params.clone(), ATTENTION)?;
             let (heads, hd) = (rq.size("heads")?, rq.size("head_dim")?);
             let kvh = match rq.count("kv_heads")? {
@@ -543,10 +704,10 @@ fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
         "conv2d" | "conv" | "dwconv2d" | "dwconv" | "maxpool" | "avgpool" | "globalpool"
         | "gap" | "squeeze_excite" | "se" | "batchnorm" => {
             if dims.contains_key("shape") {
-                let r = ParamReader::new(format!("op '{kind}'"), dims, DIMS_SHAPE)?;
+                let r = size_reader(kind, dims, DIMS_SHAPE)?;
                 vec![g.input("x", &r.sizes("shape")?)?]
             } else {
-                let r = ParamReader::new(format!("op '{kind}'"), dims, DIMS_IMAGE)?;
+                let r = size_reader(kind, dims, DIMS_IMAGE)?;
                 vec![g.input(
                     "x",
                     &[r.size("n")?, r.size("c")?, r.size("h")?, r.size("w")?],
@@ -554,23 +715,23 @@ fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
             }
         }
         "conv1d" => {
-            let r = ParamReader::new("op 'conv1d'", dims, CONV1D_DIMS)?;
+            let r = size_reader(kind, dims, CONV1D_DIMS)?;
             vec![g.input("x", &[r.size("n")?, r.size("c")?, r.size("l")?])?]
         }
         "linear" | "fc" => {
-            let r = ParamReader::new(format!("op '{kind}'"), dims, LINEAR_DIMS)?;
+            let r = size_reader(kind, dims, LINEAR_DIMS)?;
             vec![g.input("x", &[r.size("tokens")?, r.size("in")?])?]
         }
         "moe" | "layernorm" | "rmsnorm" => {
-            let r = ParamReader::new(format!("op '{kind}'"), dims, SEQ_DIMS)?;
+            let r = size_reader(kind, dims, SEQ_DIMS)?;
             vec![g.input("x", &[r.size("b")?, r.size("seq")?, r.size("d")?])?]
         }
         "embedding" => {
-            let r = ParamReader::new("op 'embedding'", dims, TOKEN_DIMS)?;
+            let r = size_reader(kind, dims, TOKEN_DIMS)?;
             vec![g.input_typed("ids", &[r.size("b")?, r.size("seq")?], DType::Int32)?]
         }
         "selective_scan" => {
-            let r = ParamReader::new("op 'selective_scan'", dims, SCAN_DIMS)?;
+            let r = size_reader(kind, dims, SCAN_DIMS)?;
             let rs = ParamReader::new("op 'selective_scan'", op_spec.params.clone(), SCAN)?;
             let (b, l, di, n) = (
                 r.size("b")?,
@@ -586,12 +747,12 @@ fn build_single(spec: &Spec, dtype: DType) -> Result<Graph, WorkloadError> {
             ]
         }
         "add" | "mul" => {
-            let r = ParamReader::new(format!("op '{kind}'"), dims, DIMS_SHAPE)?;
+            let r = size_reader(kind, dims, DIMS_SHAPE)?;
             let s = r.sizes("shape")?;
             vec![g.input("a", &s)?, g.input("b", &s)?]
         }
         _ => {
-            let r = ParamReader::new(format!("op '{kind}'"), dims, DIMS_SHAPE)?;
+            let r = size_reader(kind, dims, DIMS_SHAPE)?;
             vec![g.input("x", &r.sizes("shape")?)?]
         }
     };
