@@ -328,9 +328,10 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
                 CheckFormat::Table => write!(out, "{}", result.table())?,
                 CheckFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?,
             }
-            let bad = result.count(|v| matches!(v, check::accel::Verdict::Mismatch));
-            if bad > 0 {
-                return Err(format!("{bad} kernels MISMATCH").into());
+            if !result.passed() {
+                let bad = result.count(|v| matches!(v, check::accel::Verdict::Mismatch));
+                let unmapped = result.count(|v| matches!(v, check::accel::Verdict::Unmappable));
+                return Err(format!("{bad} kernels MISMATCH, {unmapped} cannot be mapped").into());
             }
         }
         Command::ImportMapping {
