@@ -142,6 +142,10 @@ enum Command {
         mapping: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Table format: add the words moved per memory level (wide; CSV and JSON
+        /// always carry accesses per level and operand).
+        #[arg(long)]
+        accesses: bool,
     },
     /// Re-execute every layer's mapped work on the reference engine and check that the
     /// access model's counts and the lowering's vector counts are what really happens.
@@ -262,6 +266,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
             search,
             mapping,
             format,
+            accesses,
         } => {
             let graph = target.graph()?;
             let acc = target.accelerator()?;
@@ -285,7 +290,11 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
             let result = cost::evaluate(&graph, &acc, &opts, fixed.as_ref())?;
             let levels = report::access_levels(&result);
             match format {
-                Format::Table => write!(out, "{}", report::eval_table(&result, &levels))?,
+                Format::Table => write!(
+                    out,
+                    "{}",
+                    report::eval_table(&result, &levels, accesses, search.objective)
+                )?,
                 Format::Csv => write!(out, "{}", report::eval_csv(&result)?)?,
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?,
             }

@@ -482,3 +482,99 @@ fn zero_and_negative_op_sizes_are_errors() {
         assert_error(&coex(&["inspect", "--op", spec]), &[spec]);
     }
 }
+
+fn eval_out(accel: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "eval",
+        "-w",
+        "workloads/resnet18.toml",
+        "-a",
+        accel,
+        "--budget",
+        "50",
+    ];
+    args.extend_from_slice(extra);
+    let out = coex(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn eval_table_fits_120_columns_with_units_and_integer_cycles() {
+    for accel in [
+        "accelerators/asic/eyeriss.toml",
+        "accelerators/fpga/zcu102_tiled.toml",
+        "accelerators/gpu/a100.toml",
+    ] {
+        let text = eval_out(accel, &[]);
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 120,
+                "{accel}: {} wide: {line}",
+                line.chars().count()
+            );
+            assert!(
+                !line.contains("GpJ") && !line.contains(" pJ"),
+                "{accel}: {line}"
+            );
+        }
+        let total = text.lines().find(|l| l.starts_with("total:")).unwrap();
+        assert!(total.contains(" mJ") || total.contains(" J"), "{total}");
+        assert!(total.contains(" ms") || total.contains(" µs"), "{total}");
+        // Cycles print as integers.
+        let cycles = total
+            .split("latency ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        assert!(cycles.parse::<u64>().is_ok(), "{total}");
+        let header = text.lines().nth(1).unwrap();
+        assert!(!header.contains("words"), "accesses are opt-in: {header}");
+    }
+    let wide = eval_out("accelerators/asic/eyeriss.toml", &["--accesses"]);
+    assert!(
+        wide.lines().nth(1).unwrap().contains("DRAM words"),
+        "{wide}"
+    );
+}
+
+#[test]
+fn fpga_table_says_area_is_in_resources_and_names_the_objective_truthfully() {
+    let text = eval_out("accelerators/fpga/zcu102_tiled.toml", &[]);
+    assert!(text.contains("area n/a: see resources"), "{text}");
+    assert!(!text.contains("0.000 mm2"), "{text}");
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.contains("objective latency") && first.contains("not for edp"),
+        "{first}"
+    );
+    let asic = eval_out("accelerators/asic/eyeriss.toml", &[]);
+    assert!(
+        asic.lines().next().unwrap().ends_with("(objective edp)"),
+        "{asic}"
+    );
+}
+
+#[test]
+fn eval_csv_has_a_totals_row() {
+    let text = eval_out("accelerators/asic/eyeriss.toml", &["--format", "csv"]);
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    let (total, layers) = rows.split_last().unwrap();
+    assert_eq!(&total[col("layer")], "total");
+    let macs: u64 = layers
+        .iter()
+        .map(|r| r[col("macs")].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total[col("macs")].parse::<u64>().unwrap(), macs);
+    assert_eq!(macs, 1_814_073_344);
+    let dram: u64 = layers
+        .iter()
+        .map(|r| r[col("DRAM.W.reads")].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total[col("DRAM.W.reads")].parse::<u64>().unwrap(), dram);
+}

@@ -115,7 +115,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             .enumerate()
             .map(|(i, c)| {
                 let pad = w[i] - c.chars().count();
-                if i == 0 || c.parse::<f64>().is_err() && !c.ends_with(['k', 'M', 'G', 'T']) {
+                // Numbers (with or without a unit: "3.512 ms", "115.606 M") align right.
+                let number = c
+                    .split(' ')
+                    .next()
+                    .is_some_and(|x| x.parse::<f64>().is_ok());
+                if i == 0 || !number {
                     format!("{c}{}", " ".repeat(pad))
                 } else {
                     format!("{}{c}", " ".repeat(pad))
@@ -192,68 +197,135 @@ pub fn inspection_csv(ins: &Inspection) -> Result<String, csv::Error> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// `coex eval` as a table: one row per kernel, words moved per level, then totals.
-pub fn eval_table(n: &crate::cost::NetworkCost, levels: &[String]) -> String {
-    let mut header: Vec<String> = [
-        "layer",
-        "kernel",
-        "mapping",
-        "latency_cycles",
-        "energy_pj",
-        "util",
-        "bound",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    header.extend(levels.iter().map(|l| format!("{l} words")));
+/// A quantity with an SI prefix and its unit, 4 significant digits: `33.56 mJ`, `139.7 ms`,
+/// `2.610 µJ`. Tables print these; CSV and JSON keep raw numbers.
+pub fn si_unit(x: f64, unit: &str) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x} {unit}");
+    }
+    const PREFIXES: [(f64, &str); 9] = [
+        (1e12, "T"),
+        (1e9, "G"),
+        (1e6, "M"),
+        (1e3, "k"),
+        (1.0, ""),
+        (1e-3, "m"),
+        (1e-6, "µ"),
+        (1e-9, "n"),
+        (1e-12, "p"),
+    ];
+    let (scale, p) = PREFIXES
+        .iter()
+        .copied()
+        .find(|&(f, _)| x.abs() >= f * 0.99995)
+        .unwrap_or((1e-12, "p"));
+    let v = x / scale;
+    let decimals = match v.abs() {
+        a if a >= 99.995 => 1,
+        a if a >= 9.9995 => 2,
+        _ => 3,
+    };
+    format!("{v:.decimals$} {p}{unit}")
+}
+
+/// Energy given in picojoules, as `33.56 mJ`.
+pub fn energy(pj: f64) -> String {
+    si_unit(pj * 1e-12, "J")
+}
+
+/// The longest layer/kernel name a table prints before eliding its middle.
+const NAME_WIDTH: usize = 36;
+
+fn elide(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_string();
+    }
+    let keep = width - 1;
+    let head: String = s.chars().take(keep / 2).collect();
+    let tail: String = s.chars().skip(n - (keep - keep / 2)).collect();
+    format!("{head}…{tail}")
+}
+
+/// `coex eval` as a table that fits 120 columns: one row per kernel with cycles, time,
+/// energy, utilization and bound, then totals. `accesses` adds the words moved per
+/// level (wide; CSV and JSON always carry them per level and operand). `requested` is
+/// the objective the user asked for; models that size for another one say so.
+pub fn eval_table(
+    n: &crate::cost::NetworkCost,
+    levels: &[String],
+    accesses: bool,
+    requested: crate::cost::Objective,
+) -> String {
+    let mut header: Vec<String> = ["kernel", "cycles", "time", "energy", "util", "bound"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if accesses {
+        header.extend(levels.iter().map(|l| format!("{l} words")));
+    }
+    let clock_s = if n.total.latency_cycles > 0.0 {
+        n.total.latency_s / n.total.latency_cycles
+    } else {
+        0.0
+    };
     let rows: Vec<Vec<String>> = n
         .layers
         .iter()
         .map(|l| {
             let mut r = vec![
-                l.layer.clone(),
-                l.kernel
-                    .strip_prefix(&l.layer)
-                    .unwrap_or(&l.kernel)
-                    .trim_start_matches('.')
-                    .to_string(),
-                l.mapping.clone(),
-                si(l.latency_cycles),
-                si(l.energy_pj),
+                elide(&l.kernel, NAME_WIDTH),
+                format!("{:.0}", l.latency_cycles),
+                si_unit(l.latency_cycles * clock_s, "s"),
+                energy(l.energy_pj),
                 format!("{:.2}", l.utilization),
                 l.bound.clone(),
             ];
-            for lv in levels {
-                let words: u64 = l
-                    .accesses
-                    .iter()
-                    .filter(|a| &a.level == lv)
-                    .map(|a| a.reads + a.fills + a.updates)
-                    .sum();
-                r.push(if l.kind == "einsum" {
-                    si(words as f64)
-                } else {
-                    "-".into()
-                });
+            if accesses {
+                for lv in levels {
+                    let words: u64 = l
+                        .accesses
+                        .iter()
+                        .filter(|a| &a.level == lv)
+                        .map(|a| a.reads + a.fills + a.updates)
+                        .sum();
+                    r.push(if l.kind == "einsum" {
+                        words.to_string()
+                    } else {
+                        "-".into()
+                    });
+                }
             }
             r
         })
         .collect();
     let hdr: Vec<&str> = header.iter().map(String::as_str).collect();
+    let name = |o: crate::cost::Objective| format!("{o:?}").to_lowercase();
+    let objective = if n.objective == requested {
+        name(n.objective)
+    } else {
+        format!(
+            "{}: this model sizes for it, not for {}",
+            name(n.objective),
+            name(requested)
+        )
+    };
     let mut s = format!(
-        "network {} on {} (objective {:?})\n",
-        n.network, n.accelerator, n.objective
+        "network {} on {} (objective {objective})\n",
+        n.network, n.accelerator
     );
     s.push_str(&table(&hdr, &rows));
     let t = &n.total;
+    let area = if t.resources.is_empty() {
+        format!("{:.3} mm2", t.area_mm2)
+    } else {
+        "n/a: see resources".to_string()
+    };
     s.push_str(&format!(
-        "total: latency {} cycles ({:.4} ms), energy {} pJ ({:.4} mJ), area {:.3} mm2, {} MACs, utilization {:.3}, DRAM round trips {}\n",
-        si(t.latency_cycles),
-        t.latency_s * 1e3,
-        si(t.energy_pj),
-        t.energy_pj * 1e-9,
-        t.area_mm2,
+        "total: latency {:.0} cycles ({}), energy {}, area {area}\n       {} MACs, utilization {:.3}, DRAM round trips {}\n",
+        t.latency_cycles,
+        si_unit(t.latency_s, "s"),
+        energy(t.energy_pj),
         si(t.macs as f64),
         t.utilization,
         t.dram_round_trips,
@@ -261,15 +333,17 @@ pub fn eval_table(n: &crate::cost::NetworkCost, levels: &[String]) -> String {
     if let Some(line) = resources_line(&t.resources) {
         s.push_str(&line);
     }
-    s.push_str("energy by level: ");
-    s.push_str(
-        &n.energy_by_level_pj
-            .iter()
-            .map(|(l, e)| format!("{l} {}pJ", si(*e)))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    s.push('\n');
+    if !n.energy_by_level_pj.is_empty() {
+        s.push_str("energy by level: ");
+        s.push_str(
+            &n.energy_by_level_pj
+                .iter()
+                .map(|(l, e)| format!("{l} {}", energy(*e)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        s.push('\n');
+    }
     s
 }
 
@@ -379,6 +453,43 @@ pub fn eval_csv(n: &crate::cost::NetworkCost) -> Result<String, csv::Error> {
         }
         w.write_record(&r)?;
     }
+    // Totals: layer and kernel "total", so a script can pick the row without JSON.
+    let t = &n.total;
+    let mut r = vec![
+        n.network.clone(),
+        n.accelerator.clone(),
+        "total".into(),
+        "total".into(),
+        "total".into(),
+        String::new(),
+        t.macs.to_string(),
+        n.layers
+            .iter()
+            .map(|l| l.padded_macs)
+            .sum::<u64>()
+            .to_string(),
+        n.layers
+            .iter()
+            .map(|l| l.compute_cycles)
+            .sum::<f64>()
+            .to_string(),
+        t.latency_cycles.to_string(),
+        t.energy_pj.to_string(),
+        t.utilization.to_string(),
+        String::new(),
+    ];
+    for (lv, op) in &slots {
+        let matching = || {
+            n.layers
+                .iter()
+                .flat_map(|l| &l.accesses)
+                .filter(|a| &a.level == lv && &a.operand == op)
+        };
+        r.push(matching().map(|a| a.reads).sum::<u64>().to_string());
+        r.push(matching().map(|a| a.fills).sum::<u64>().to_string());
+        r.push(matching().map(|a| a.updates).sum::<u64>().to_string());
+    }
+    w.write_record(&r)?;
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
