@@ -531,11 +531,15 @@ fn eval_table_fits_120_columns_with_units_and_integer_cycles() {
             .unwrap();
         assert!(cycles.parse::<u64>().is_ok(), "{total}");
         let header = text.lines().nth(1).unwrap();
-        assert!(!header.contains("words"), "accesses are opt-in: {header}");
+        assert!(!header.contains("elems"), "accesses are opt-in: {header}");
+        assert!(
+            header.contains("prec"),
+            "kernels say their precision: {header}"
+        );
     }
     let wide = eval_out("accelerators/asic/eyeriss.toml", &["--accesses"]);
     assert!(
-        wide.lines().nth(1).unwrap().contains("DRAM words"),
+        wide.lines().nth(1).unwrap().contains("DRAM elems"),
         "{wide}"
     );
 }

@@ -248,7 +248,7 @@ fn elide(s: &str, width: usize) -> String {
 }
 
 /// `coex eval` as a table that fits 120 columns: one row per kernel with cycles, time,
-/// energy, utilization and bound, then totals. `accesses` adds the words moved per
+/// energy, utilization and bound, then totals. `accesses` adds the elements moved per
 /// level (wide; CSV and JSON always carry them per level and operand). `requested` is
 /// the objective the user asked for; models that size for another one say so.
 pub fn eval_table(
@@ -257,12 +257,14 @@ pub fn eval_table(
     accesses: bool,
     requested: crate::cost::Objective,
 ) -> String {
-    let mut header: Vec<String> = ["kernel", "cycles", "time", "energy", "util", "bound"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut header: Vec<String> = [
+        "kernel", "prec", "cycles", "time", "energy", "util", "bound",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if accesses {
-        header.extend(levels.iter().map(|l| format!("{l} words")));
+        header.extend(levels.iter().map(|l| format!("{l} elems")));
     }
     let clock_s = if n.total.latency_cycles > 0.0 {
         n.total.latency_s / n.total.latency_cycles
@@ -275,6 +277,7 @@ pub fn eval_table(
         .map(|l| {
             let mut r = vec![
                 elide(&l.kernel, NAME_WIDTH),
+                l.precision.to_string(),
                 format!("{:.0}", l.latency_cycles),
                 si_unit(l.latency_cycles * clock_s, "s"),
                 energy(l.energy_pj),
@@ -399,6 +402,7 @@ pub fn eval_csv(n: &crate::cost::NetworkCost) -> Result<String, csv::Error> {
         "layer",
         "kernel",
         "kind",
+        "precision",
         "mapping",
         "macs",
         "padded_macs",
@@ -433,6 +437,7 @@ pub fn eval_csv(n: &crate::cost::NetworkCost) -> Result<String, csv::Error> {
             l.layer.clone(),
             l.kernel.clone(),
             l.kind.to_string(),
+            l.precision.to_string(),
             l.mapping.clone(),
             l.macs.to_string(),
             l.padded_macs.to_string(),
@@ -461,6 +466,7 @@ pub fn eval_csv(n: &crate::cost::NetworkCost) -> Result<String, csv::Error> {
         "total".into(),
         "total".into(),
         "total".into(),
+        String::new(),
         String::new(),
         t.macs.to_string(),
         n.layers
