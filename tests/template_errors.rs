@@ -164,3 +164,47 @@ levels = [{ name = "DRAM", loops = "P8 Q8" }, { name = "GLB", loops = "R3 S3" }]
     // 16x16 PEs all busy: one temporal step per (p, q, r, s) = 8*8*3*3 = 576 cycles of compute.
     assert_eq!(layer["compute_cycles"], 576.0);
 }
+
+/// Negative energies, areas, leakage and static power, and duplicate level names, are
+/// refused at load with the file and the key (they used to give negative energy/area).
+#[test]
+fn negative_template_values_and_duplicate_levels_are_refused() {
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("accelerators/asic/eyeriss.toml");
+    for (key, value, needle) in [
+        ("level.GLB.area_um2", "-5", "level.GLB.area_um2"),
+        (
+            "level.GLB.update_energy_pj",
+            "-1",
+            "level.GLB.update_energy_pj",
+        ),
+        (
+            "level.GLB.leakage_pj_per_cycle",
+            "-1",
+            "leakage_pj_per_cycle",
+        ),
+        ("static_power_mw", "-3", "static_power_mw"),
+        ("vector.energy_pj_per_op", "-1", "vector.energy_pj_per_op"),
+    ] {
+        let err = coex::arch::load(&path, &[(key.to_string(), value.to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("eyeriss.toml") && err.contains(needle) && err.contains("≥ 0"),
+            "{key}: {err}"
+        );
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .split("[space]")
+        .next()
+        .unwrap()
+        .replace("name = \"GLB\"", "name = \"DRAM\"");
+    let err = coex::arch::load_str(&text, &path, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("level.DRAM") && err.contains("two levels"),
+        "{err}"
+    );
+}

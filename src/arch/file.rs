@@ -319,10 +319,18 @@ fn build(
             "a template needs at least one [[level]] (DRAM first)",
         ));
     }
-    let mut levels = Vec::with_capacity(raw.level.len());
+    let mut levels: Vec<Level> = Vec::with_capacity(raw.level.len());
     for l in &raw.level {
+        if levels.iter().any(|x| x.name == l.name) {
+            return Err(key_err(
+                path,
+                format!("level.{}", l.name),
+                "two levels have this name; give each [[level]] its own name",
+            ));
+        }
         levels.push(build_level(l, &tech, bits, path)?);
     }
+    nonnegative(path, "accelerator.static_power_mw", a.static_power_mw)?;
     let mut seen_pe = false;
     for l in &levels {
         if seen_pe && !l.per_pe {
@@ -380,6 +388,14 @@ fn build(
         }
     };
     let (precisions, mac_energy, mac_area) = mac_datapath(&raw.mac, &tech, bits, path)?;
+    for (k, v) in [
+        ("vector.energy_pj_per_op", raw.vector.energy_pj_per_op),
+        ("vector.area_um2", raw.vector.area_um2),
+    ] {
+        if let Some(v) = v {
+            nonnegative(path, k, v)?;
+        }
+    }
     let lanes = raw.vector.lanes.unwrap_or(ar.cols);
     if lanes < 1 {
         return Err(key_err(path, "vector.lanes", "must be ≥ 1"));
@@ -621,10 +637,16 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
     };
     let read = l.read_energy_pj.unwrap_or(read_default);
     let write = l.write_energy_pj.unwrap_or(write_default);
-    for (k, v) in [("read_energy_pj", read), ("write_energy_pj", write)] {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(key_err(path, key(k), format!("must be ≥ 0, got {v}")));
-        }
+    let update = l.update_energy_pj.unwrap_or(write);
+    let area = l.area_um2.unwrap_or(area_default);
+    for (k, v) in [
+        ("read_energy_pj", read),
+        ("write_energy_pj", write),
+        ("update_energy_pj", update),
+        ("area_um2", area),
+        ("leakage_pj_per_cycle", l.leakage_pj_per_cycle),
+    ] {
+        nonnegative(path, &key(k), v)?;
     }
     let bandwidth = match l.bandwidth_bytes_per_cycle {
         Some(b) => {
@@ -643,10 +665,10 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
         keeps,
         read_energy_pj: read,
         write_energy_pj: write,
-        update_energy_pj: l.update_energy_pj.unwrap_or(write),
+        update_energy_pj: update,
         bandwidth_words_per_cycle: bandwidth,
         double_buffered: l.double_buffered,
-        area_um2: l.area_um2.unwrap_or(area_default),
+        area_um2: area,
         leakage_pj_per_cycle: l.leakage_pj_per_cycle,
     })
 }
