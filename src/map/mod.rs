@@ -129,17 +129,70 @@ fn axis_contiguous(a: &Axis, ext: &[u64; MAX_DIMS]) -> bool {
     true
 }
 
-/// Distinct index values of one axis: the span when contiguous, else counted.
+/// Largest value set an axis is enumerated into (gapped axes only); beyond it the
+/// counts use the closed forms of [`axis_distinct`] or the bounds documented there.
+pub const MAX_ENUMERATED: u64 = 1 << 14;
+
+/// Distinct index values of one axis over the box `ext`, without allocating in
+/// proportion to a bound:
+/// * contiguous (`axis_contiguous`): the span;
+/// * layered: with terms sorted by |coefficient|, each term's step clears the span of
+///   the smaller ones (`s·p + r` with stride > kernel; a padded head axis
+///   `h·D + k` with k < D): the product of the extents;
+/// * two terms `a·x + b·y` otherwise: with `g = gcd(a, b)`, `a' = a/g`, `b' = b/g`, each
+///   value's representations form a chain stepping `(x − b', y + a')`, so counting the
+///   chain heads gives `min(X, b')·Y + max(0, X − b')·min(Y, a')` exactly;
+/// * anything else is enumerated up to [`MAX_ENUMERATED`] values, and above that
+///   bounded by `min(Π extents, span)` (an upper bound; no shipped lowering produces
+///   such an axis).
 #[inline]
 fn axis_distinct(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
     if axis_contiguous(a, ext) {
         return axis_span(a, ext);
     }
-    // Gapped (e.g. stride > kernel): count the set of sums exactly.
-    axis_values(a, ext).len() as u64
+    let mut terms = [(0u64, 0u64); MAX_TERMS];
+    let mut n = 0;
+    for t in 0..a.nterms as usize {
+        let e = ext[a.dims[t] as usize];
+        if e > 1 {
+            terms[n] = (a.coefs[t].unsigned_abs() as u64, e);
+            n += 1;
+        }
+    }
+    let terms = &mut terms[..n];
+    terms.sort_unstable();
+    let product = terms
+        .iter()
+        .map(|&(_, e)| e)
+        .fold(1u64, u64::saturating_mul);
+    let mut span = 1u64;
+    if terms.iter().all(|&(c, e)| {
+        let layered = c >= span;
+        span = span.saturating_add(c.saturating_mul(e - 1));
+        layered
+    }) {
+        return product;
+    }
+    if let [(b, y), (a, x)] = *terms {
+        let g = gcd(a, b).max(1);
+        let (a1, b1) = (a / g, b / g);
+        return x.min(b1).saturating_mul(y) + x.saturating_sub(b1).saturating_mul(y.min(a1));
+    }
+    if product <= MAX_ENUMERATED {
+        return axis_values(a, ext).len() as u64;
+    }
+    product.min(axis_span(a, ext))
 }
 
-/// The sorted distinct values `Σ c_i·x_i` of one axis over the box `ext`.
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The sorted distinct values `Σ c_i·x_i` of one axis over the box `ext` (callers
+/// bound the box by [`MAX_ENUMERATED`]).
 fn axis_values(a: &Axis, ext: &[u64; MAX_DIMS]) -> Vec<i64> {
     let mut vals = vec![0i64];
     for t in 0..a.nterms as usize {
@@ -160,9 +213,21 @@ fn axis_values(a: &Axis, ext: &[u64; MAX_DIMS]) -> Vec<i64> {
 /// Values one axis keeps when its box moves by `shift` index units: the size of the
 /// value set intersected with itself shifted (exact for gapped axes too, where a
 /// stride and a dilation can make shifted windows interleave).
+///
+/// A gapped box of more than [`MAX_ENUMERATED`] points is not enumerated: the kept
+/// share is then taken as `distinct × (span − shift) / span` (exact for a uniformly
+/// spread set; such boxes are far beyond what the executor checks).
 fn axis_overlap(a: &Axis, ext: &[u64; MAX_DIMS], shift: u64) -> u64 {
     if axis_contiguous(a, ext) {
         return axis_span(a, ext).saturating_sub(shift);
+    }
+    let points = (0..a.nterms as usize)
+        .map(|t| ext[a.dims[t] as usize])
+        .fold(1u64, u64::saturating_mul);
+    if points > MAX_ENUMERATED {
+        let span = axis_span(a, ext);
+        let kept = span.saturating_sub(shift) as f64 / span as f64;
+        return (axis_distinct(a, ext) as f64 * kept) as u64;
     }
     let vals = axis_values(a, ext);
     let mut kept = 0;
@@ -209,6 +274,16 @@ impl Problem {
         for (i, d) in e.dims.iter().enumerate() {
             names[i] = d.name;
             bounds[i] = d.bound as u64;
+            // Loop factors are 32-bit (Mapping::factors): refuse, never truncate.
+            if u32::try_from(d.bound).is_err() || d.bound == 0 {
+                return Err(MapError::Invalid(format!(
+                    "{}: dim {} has bound {}; the mapper takes bounds 1..={}",
+                    e.name,
+                    d.name,
+                    d.bound,
+                    u32::MAX
+                )));
+            }
         }
         let mut operands = [OperandShape::default(); 3];
         for (o, op) in e.operands().iter().enumerate() {
@@ -309,7 +384,8 @@ impl Mapping {
             }
         }
         for d in 0..p.ndims {
-            m.factors[0][d] = p.bounds[d] as u32;
+            // from_einsum refuses bounds above u32::MAX.
+            m.factors[0][d] = u32::try_from(p.bounds[d]).unwrap_or(u32::MAX);
         }
         m
     }
@@ -440,4 +516,87 @@ impl Mapping {
 /// Operand letter for messages.
 pub fn operand_name(o: usize) -> &'static str {
     OPERANDS[o]
+}
+
+#[cfg(test)]
+mod axis_tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The plainest count: every point of the box, into a set.
+    fn brute(coefs: &[i32], exts: &[u64]) -> u64 {
+        let mut set = std::collections::HashSet::new();
+        let mut idx = vec![0u64; exts.len()];
+        loop {
+            set.insert(
+                coefs
+                    .iter()
+                    .zip(&idx)
+                    .map(|(&c, &x)| c as i64 * x as i64)
+                    .sum::<i64>(),
+            );
+            let mut t = 0;
+            loop {
+                if t == idx.len() {
+                    return set.len() as u64;
+                }
+                idx[t] += 1;
+                if idx[t] < exts[t] {
+                    break;
+                }
+                idx[t] = 0;
+                t += 1;
+            }
+        }
+    }
+
+    /// The closed forms (contiguous, layered, two-term chain heads) against brute force
+    /// on random strides, dilations, flattened radices and extents.
+    #[test]
+    fn distinct_values_match_brute_force() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..4000 {
+            let n = rng.random_range(1..=3usize);
+            let mut a = Axis {
+                nterms: n as u8,
+                ..Axis::default()
+            };
+            let mut ext = [1u64; MAX_DIMS];
+            let mut coefs = Vec::new();
+            let mut exts = Vec::new();
+            for t in 0..n {
+                let c = rng.random_range(1..=9i32) * if rng.random_bool(0.2) { -1 } else { 1 };
+                let e = rng.random_range(1..=12u64);
+                a.dims[t] = t as u8;
+                a.coefs[t] = c;
+                ext[t] = e;
+                coefs.push(c);
+                exts.push(e);
+            }
+            assert_eq!(
+                axis_distinct(&a, &ext),
+                brute(&coefs, &exts),
+                "{coefs:?} over {exts:?}"
+            );
+        }
+    }
+
+    /// A stride-4, kernel-3 window over a billion output rows: counted, not enumerated.
+    #[test]
+    fn huge_gapped_axes_are_counted_in_closed_form() {
+        let mut a = Axis {
+            nterms: 2,
+            ..Axis::default()
+        };
+        a.dims = [0, 1, 0, 0];
+        a.coefs = [4, 1, 0, 0];
+        let mut ext = [1u64; MAX_DIMS];
+        ext[0] = 1_000_000_000;
+        ext[1] = 3;
+        assert_eq!(axis_distinct(&a, &ext), 3_000_000_000);
+        // Dilation 3 with stride 2: chains of (x − 3, y + 2); by the chain-head count.
+        a.coefs = [2, 3, 0, 0];
+        ext[1] = 5;
+        assert_eq!(axis_distinct(&a, &ext), 3 * 5 + (1_000_000_000 - 3) * 2);
+    }
 }

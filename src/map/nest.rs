@@ -284,8 +284,15 @@ fn pe_outputs(
 ) -> u64 {
     let op = &p.operands[2];
     let axes = &op.axes[..op.naxes as usize];
-    if axes.iter().all(|a| injective(a, full)) {
-        return out_total * replicas;
+    // Enumerating each PE's index set costs Σ full[d] per axis: above
+    // `MAX_ENUMERATED` the aliasing is ignored (an upper bound by at most the aliased
+    // elements; far beyond what the executor checks).
+    let enumerated: u64 = axes
+        .iter()
+        .flat_map(|a| (0..a.nterms as usize).map(|t| full[a.dims[t] as usize]))
+        .fold(0u64, u64::saturating_add);
+    if axes.iter().all(|a| injective(a, full)) || enumerated > super::MAX_ENUMERATED {
+        return out_total.saturating_mul(replicas);
     }
     axes.iter()
         .map(|a| axis_pe_sum(a, fan, m, full))
