@@ -208,3 +208,36 @@ fn negative_template_values_and_duplicate_levels_are_refused() {
         "{err}"
     );
 }
+
+/// Huge `[space]` entries are sized and indexed, never materialized: loading (and so
+/// `eval`) of such a file is instant, and the space reports its size.
+#[test]
+fn huge_spaces_are_sized_without_being_materialized() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("accelerators/asic/systolic_ws.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = format!(
+        "{}[space]\n\"array.rows\" = {{ range = [0, 9223372036854775807, 1] }}\n\"array.cols\" = {{ pow2 = [1, 4611686018427387904] }}\n",
+        text.split("[space]").next().unwrap()
+    );
+    let t = coex::arch::load_str(&text, &path, &[]).unwrap();
+    let by = |k: &str| t.space.iter().find(|p| p.key == k).unwrap().clone();
+    let (rows, cols) = (by("array.rows"), by("array.cols"));
+    assert_eq!(rows.len(), 9_223_372_036_854_775_808);
+    assert_eq!(
+        rows.value(9_223_372_036_854_775_807),
+        Some(toml::Value::Integer(i64::MAX))
+    );
+    assert_eq!(cols.len(), 63);
+    assert_eq!(cols.value(62), Some(toml::Value::Integer(1 << 62)));
+    assert_eq!(cols.value(63), None);
+    // A bad entry is still an error naming the key.
+    let bad = format!(
+        "{}[space]\n\"array.rows\" = {{ pow2 = [0, 8] }}\n",
+        text.split("[space]").next().unwrap()
+    );
+    let err = coex::arch::load_str(&bad, &path, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("array.rows") && err.contains("pow2"), "{err}");
+}

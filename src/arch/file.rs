@@ -683,22 +683,16 @@ pub(super) fn resolve_space(
     let mut out = Vec::new();
     for (key, spec) in space {
         let k = format!("space.\"{key}\"");
-        let values: Vec<Value> =
+        let domain =
             match spec {
-                Value::Array(a) if !a.is_empty() => a.clone(),
+                Value::Array(a) if !a.is_empty() => Domain::List(a.clone()),
                 Value::Table(t) if t.contains_key("pow2") => {
                     let lohi = int_list(t.get("pow2"))
                         .filter(|v| v.len() == 2 && v[0] >= 1 && v[0] <= v[1]);
                     let [lo, hi] = lohi
                         .map(|v| [v[0], v[1]])
                         .ok_or_else(|| key_err(path, &k, "pow2 = [lo, hi] with 1 ≤ lo ≤ hi"))?;
-                    let mut v = Vec::new();
-                    let mut x = lo;
-                    while x <= hi {
-                        v.push(Value::Integer(x));
-                        x *= 2;
-                    }
-                    v
+                    Domain::Pow2 { lo, hi }
                 }
                 Value::Table(t) if t.contains_key("range") => {
                     let r = int_list(t.get("range"))
@@ -706,10 +700,11 @@ pub(super) fn resolve_space(
                     let r = r.ok_or_else(|| {
                         key_err(path, &k, "range = [lo, hi, step] with lo ≤ hi, step ≥ 1")
                     })?;
-                    (r[0]..=r[1])
-                        .step_by(r[2] as usize)
-                        .map(Value::Integer)
-                        .collect()
+                    Domain::Range {
+                        lo: r[0],
+                        hi: r[1],
+                        step: r[2],
+                    }
                 }
                 _ => return Err(key_err(
                     path,
@@ -717,12 +712,16 @@ pub(super) fn resolve_space(
                     "expected a non-empty list, { pow2 = [lo, hi] } or { range = [lo, hi, step] }",
                 )),
             };
-        let mut probe = table.clone();
-        apply_override(&mut probe, key, values[0].clone()).map_err(|m| key_err(path, &k, m))?;
-        out.push(SpaceParam {
+        let param = SpaceParam {
             key: key.clone(),
-            values,
-        });
+            domain,
+        };
+        // The key must name something an override can set; its values are checked when
+        // a design uses them (the template's own checks then name the key).
+        let mut probe = table.clone();
+        let first = param.value(0).unwrap_or(Value::Integer(0));
+        apply_override(&mut probe, key, first).map_err(|m| key_err(path, &k, m))?;
+        out.push(param);
     }
     Ok(out)
 }

@@ -210,7 +210,7 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
         .iter()
         .map(|(k, v)| super::SpaceParam {
             key: k.clone(),
-            values: v.as_array().cloned().unwrap_or_default(),
+            domain: super::Domain::List(v.as_array().cloned().unwrap_or_default()),
         })
         .collect();
     Ok(Gpu {

@@ -161,11 +161,76 @@ pub struct Vector {
     pub area_um2: f64,
 }
 
-/// A swept parameter: a key (as `--set` takes it) and its candidate values.
+/// A swept parameter: a key (as `--set` takes it) and its candidate values, kept as
+/// the file states them (a list, or a pow2 or range rule) so that a huge space is
+/// sized and indexed without being materialized.
 #[derive(Clone, Debug, Serialize)]
 pub struct SpaceParam {
     pub key: String,
-    pub values: Vec<toml::Value>,
+    pub domain: Domain,
+}
+
+/// The values of one swept parameter.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Domain {
+    List(Vec<toml::Value>),
+    /// `lo, 2·lo, 4·lo, … ≤ hi` (1 ≤ lo ≤ hi).
+    Pow2 {
+        lo: i64,
+        hi: i64,
+    },
+    /// `lo, lo + step, … ≤ hi` (lo ≤ hi, step ≥ 1).
+    Range {
+        lo: i64,
+        hi: i64,
+        step: i64,
+    },
+}
+
+impl SpaceParam {
+    /// Number of values (at most 2^63 for a range; at most 63 for pow2).
+    pub fn len(&self) -> u64 {
+        match &self.domain {
+            Domain::List(v) => v.len() as u64,
+            Domain::Pow2 { lo, hi } => {
+                let (mut x, mut n) = (*lo, 0u64);
+                while x <= *hi {
+                    n += 1;
+                    match x.checked_mul(2) {
+                        Some(y) => x = y,
+                        None => break,
+                    }
+                }
+                n
+            }
+            Domain::Range { lo, hi, step } => {
+                ((*hi as i128 - *lo as i128) / *step as i128 + 1).min(u64::MAX as i128) as u64
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `i`-th value, or None past the end.
+    pub fn value(&self, i: u64) -> Option<toml::Value> {
+        if i >= self.len() {
+            return None;
+        }
+        Some(match &self.domain {
+            Domain::List(v) => v[i as usize].clone(),
+            Domain::Pow2 { lo, .. } => toml::Value::Integer(lo << i),
+            Domain::Range { lo, step, .. } => {
+                toml::Value::Integer((*lo as i128 + i as i128 * *step as i128) as i64)
+            }
+        })
+    }
+
+    /// Every value, in order, computed as it is asked for.
+    pub fn values(&self) -> impl Iterator<Item = toml::Value> + '_ {
+        (0..self.len()).map_while(|i| self.value(i))
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
