@@ -241,3 +241,42 @@ fn huge_spaces_are_sized_without_being_materialized() {
         .to_string();
     assert!(err.contains("array.rows") && err.contains("pow2"), "{err}");
 }
+
+/// GPU files: negative energies, powers and throughputs are refused with the key; a
+/// network's energy splits into DRAM, L2, compute and static parts that add up.
+#[test]
+fn gpu_fields_are_range_checked_and_energy_is_broken_down() {
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("accelerators/gpu/a100.toml");
+    for (key, value) in [
+        ("model.static_power_w", "-50"),
+        ("model.dram_energy_pj_per_byte", "-1"),
+        ("device.launch_overhead_us", "-2"),
+        ("model.mac_energy_pj.fp16", "-0.5"),
+        ("device.tensor_macs_per_sm_cycle.fp16", "0"),
+        ("model.pipeline_stages", "0"),
+    ] {
+        let err = coex::arch::load_accelerator(&path, &[(key.to_string(), value.to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a100.toml") && err.contains(key.split('.').nth(1).unwrap()),
+            "{key}: {err}"
+        );
+    }
+    let acc = coex::arch::load_accelerator(&path, &[]).unwrap();
+    let g = coex::workload::spec::single_op_graph("gemm m=512 n=512 k=512 dtype=fp16").unwrap();
+    let r = coex::cost::evaluate(&g, &acc, &coex::cost::NetworkOptions::default(), None).unwrap();
+    let names: Vec<&str> = r
+        .energy_by_level_pj
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(names, ["DRAM", "L2", "compute", "static"]);
+    let parts: f64 = r.energy_by_level_pj.iter().map(|(_, e)| e).sum();
+    assert!(
+        (parts - r.total.energy_pj).abs() <= 1e-9 * r.total.energy_pj,
+        "{parts} vs {}",
+        r.total.energy_pj
+    );
+}

@@ -199,6 +199,68 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
             return Err(key_err(key, format!("an efficiency is in (0, 1], got {v}")));
         }
     }
+    // Non-negative quantities: energies, powers, overheads, sizes, throughputs by dtype.
+    let mut nonneg: Vec<(String, f64)> = vec![
+        ("device.l2_mib".into(), d.l2_mib),
+        ("device.launch_overhead_us".into(), d.launch_overhead_us),
+        ("device.die_mm2".into(), d.die_mm2),
+        ("device.tdp_w".into(), d.tdp_w),
+        (
+            "model.saturating_tile_elems".into(),
+            m.saturating_tile_elems,
+        ),
+        ("model.static_power_w".into(), m.static_power_w),
+        (
+            "model.dram_energy_pj_per_byte".into(),
+            m.dram_energy_pj_per_byte,
+        ),
+        (
+            "model.l2_energy_pj_per_byte".into(),
+            m.l2_energy_pj_per_byte,
+        ),
+        (
+            "model.vector_energy_pj_per_op".into(),
+            m.vector_energy_pj_per_op,
+        ),
+    ];
+    for (table, map) in [
+        ("model.mac_energy_pj", &m.mac_energy_pj),
+        (
+            "device.tensor_macs_per_sm_cycle",
+            &d.tensor_macs_per_sm_cycle,
+        ),
+        ("device.cuda_macs_per_sm_cycle", &d.cuda_macs_per_sm_cycle),
+    ] {
+        nonneg.extend(map.iter().map(|(k, v)| (format!("{table}.{k}"), *v)));
+    }
+    for (key, v) in nonneg {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(key_err(&key, format!("must be ≥ 0 and finite, got {v}")));
+        }
+    }
+    for (table, map) in [
+        (
+            "device.tensor_macs_per_sm_cycle",
+            &d.tensor_macs_per_sm_cycle,
+        ),
+        ("device.cuda_macs_per_sm_cycle", &d.cuda_macs_per_sm_cycle),
+    ] {
+        if let Some((k, _)) = map.iter().find(|(_, v)| **v == 0.0) {
+            return Err(key_err(
+                &format!("{table}.{k}"),
+                "a throughput must be > 0; drop the entry if the unit lacks the dtype".into(),
+            ));
+        }
+    }
+    if m.pipeline_stages == 0 || m.max_split_k == 0 {
+        return Err(key_err(
+            "model.pipeline_stages",
+            format!(
+                "pipeline_stages and max_split_k must be ≥ 1, got {} and {}",
+                m.pipeline_stages, m.max_split_k
+            ),
+        ));
+    }
     if m.cta_tiles.is_empty() || m.cta_tiles.iter().any(|t| t.contains(&0)) {
         return Err(key_err(
             "model.cta_tiles",

@@ -173,7 +173,13 @@ pub fn vector(g: &Gpu, v: &VectorOp) -> (f64, f64, bool) {
     )
 }
 
-fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<LayerCost, CostError> {
+/// Energy of one kernel by where it goes: DRAM, L2, compute (MACs or vector ops) and
+/// static power over its latency, pJ (the order of `ENERGY_PARTS`).
+type Parts = [f64; 4];
+
+const ENERGY_PARTS: [&str; 4] = ["DRAM", "L2", "compute", "static"];
+
+fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), CostError> {
     let p = Problem::from_einsum(e)?;
     let (b, m, n, k) = super::gemm_view(&p);
     let est = gemm(g, e.dtype, b, m, n, k).ok_or_else(|| {
@@ -192,10 +198,13 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<LayerCost, CostError> 
         .get(e.dtype.name())
         .copied()
         .unwrap_or(0.0);
-    let energy = g.model.static_power_w * est.latency_s * 1e12
-        + est.padded_macs as f64 * mac_pj
-        + est.dram_bytes * g.model.dram_energy_pj_per_byte
-        + est.l2_bytes * g.model.l2_energy_pj_per_byte;
+    let parts: Parts = [
+        est.dram_bytes * g.model.dram_energy_pj_per_byte,
+        est.l2_bytes * g.model.l2_energy_pj_per_byte,
+        est.padded_macs as f64 * mac_pj,
+        g.model.static_power_w * est.latency_s * 1e12,
+    ];
+    let energy: f64 = parts.iter().sum();
     let word = e.dtype.bytes() as f64;
     let bound = if est.compute_s >= est.memory_s {
         "compute"
@@ -204,7 +213,7 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<LayerCost, CostError> 
     } else {
         "L2"
     };
-    Ok(LayerCost {
+    let row = LayerCost {
         layer: layer.to_string(),
         kernel: e.name.clone(),
         kind: "einsum",
@@ -244,15 +253,20 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<LayerCost, CostError> 
                 updates: 0,
             },
         ],
-    })
+    };
+    Ok((row, parts))
 }
 
-fn vector_row(g: &Gpu, layer: &str, v: &VectorOp) -> LayerCost {
+fn vector_row(g: &Gpu, layer: &str, v: &VectorOp) -> (LayerCost, Parts) {
     let (latency_s, dram_bytes, fused) = vector(g, v);
-    let energy = g.model.static_power_w * latency_s * 1e12
-        + v.ops() as f64 * g.model.vector_energy_pj_per_op
-        + dram_bytes * g.model.dram_energy_pj_per_byte;
-    LayerCost {
+    let parts: Parts = [
+        dram_bytes * g.model.dram_energy_pj_per_byte,
+        0.0,
+        v.ops() as f64 * g.model.vector_energy_pj_per_op,
+        g.model.static_power_w * latency_s * 1e12,
+    ];
+    let energy: f64 = parts.iter().sum();
+    let row = LayerCost {
         layer: layer.to_string(),
         kernel: v.name.clone(),
         kind: "vector",
@@ -274,7 +288,8 @@ fn vector_row(g: &Gpu, layer: &str, v: &VectorOp) -> LayerCost {
             "DRAM".into()
         },
         accesses: vec![],
-    }
+    };
+    (row, parts)
 }
 
 /// Every kernel of `graph`, launched in order on one GPU.
@@ -285,13 +300,18 @@ pub fn evaluate_network(
 ) -> Result<NetworkCost, CostError> {
     let work = lower::lower(graph)?;
     let mut layers = Vec::new();
+    let mut by_part: Parts = [0.0; 4];
     for w in &work {
         let name = &graph.node(w.node).name;
         for k in &w.kernels {
-            layers.push(match k {
+            let (row, parts) = match k {
                 Kernel::Einsum(e) => einsum_row(g, name, e)?,
                 Kernel::Vector(v) => vector_row(g, name, v),
-            });
+            };
+            for (sum, p) in by_part.iter_mut().zip(parts) {
+                *sum += p;
+            }
+            layers.push(row);
         }
     }
     let latency: f64 = layers.iter().map(|l| l.latency_cycles).sum();
@@ -316,7 +336,11 @@ pub fn evaluate_network(
             mappings_evaluated: 0,
             resources: vec![],
         },
-        energy_by_level_pj: vec![],
+        energy_by_level_pj: ENERGY_PARTS
+            .iter()
+            .map(|p| p.to_string())
+            .zip(by_part)
+            .collect(),
         area_by_component_um2: vec![("die".into(), g.device.die_mm2 * 1e6)],
         layers,
     })
