@@ -553,6 +553,7 @@ mod axis_tests {
     /// The closed forms (contiguous, layered, two-term chain heads) against brute force
     /// on random strides, dilations, flattened radices and extents.
     #[test]
+    #[allow(clippy::needless_range_loop)] // t indexes the axis's parallel term arrays
     fn distinct_values_match_brute_force() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..4000 {
