@@ -11,6 +11,7 @@ pub mod check;
 pub mod cost;
 pub mod lower;
 pub mod map;
+pub mod plot;
 pub mod report;
 pub mod workload;
 

@@ -173,6 +173,16 @@ enum Command {
         #[arg(long, hide = true)]
         model_fault: Option<String>,
     },
+    /// Draw a figure from coex's output files (PNG or SVG by the --out extension).
+    Plot {
+        #[command(subcommand)]
+        kind: PlotKind,
+    },
+    /// Write one self-contained report.html of an explore or calibrate output folder.
+    Report {
+        /// The folder (`coex explore --out DIR`, `coex calibrate --out ...`).
+        dir: PathBuf,
+    },
     /// Convert another tool's mapping into a coex mapping file (printed to stdout).
     ImportMapping {
         /// A Timeloop map.yaml (as timeloop-mapper writes it).
@@ -188,6 +198,178 @@ enum Command {
         #[arg(long)]
         op: String,
     },
+}
+
+/// Figure size, shared by every plot kind.
+#[derive(Args)]
+struct PlotSize {
+    /// Width in pixels (PNG) or user units (SVG).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(200..=8000))]
+    width: u32,
+    #[arg(long, default_value_t = 700, value_parser = clap::value_parser!(u32).range(200..=8000))]
+    height: u32,
+}
+
+impl PlotSize {
+    fn size(&self) -> coex::plot::Size {
+        coex::plot::Size {
+            width: self.width,
+            height: self.height,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum PlotKind {
+    /// Two objectives of a sweep's points.csv, the Pareto front as a step line.
+    Pareto {
+        /// points.csv of `coex explore`.
+        points: PathBuf,
+        #[arg(long, default_value = "latency_s")]
+        x: String,
+        #[arg(long, default_value = "accuracy")]
+        y: String,
+        /// A third column shown as colour (with a colour bar).
+        #[arg(long)]
+        color: Option<String>,
+        /// A spec limit drawn dashed, COLUMN=VALUE in the column's unit (e.g. latency_s=0.005).
+        #[arg(long = "limit", value_name = "COLUMN=VALUE")]
+        limits: Vec<String>,
+        #[arg(long)]
+        log_x: bool,
+        #[arg(long)]
+        log_y: bool,
+        #[arg(long, short, default_value = "pareto.png")]
+        out: PathBuf,
+        #[command(flatten)]
+        size: PlotSize,
+    },
+    /// A metric over two swept parameters of a sweep's points.csv.
+    Heatmap {
+        points: PathBuf,
+        #[arg(long)]
+        x: String,
+        #[arg(long)]
+        y: String,
+        #[arg(long, default_value = "edp_js")]
+        metric: String,
+        #[arg(long, short, default_value = "heatmap.png")]
+        out: PathBuf,
+        #[command(flatten)]
+        size: PlotSize,
+    },
+    /// Compute and bandwidth roofs and every kernel of `coex eval --format json`.
+    Roofline {
+        eval_json: PathBuf,
+        /// Measured points: a CSV with `intensity` (MACs/byte) and `macs_per_s` columns.
+        #[arg(long)]
+        measured: Option<PathBuf>,
+        #[arg(long, short, default_value = "roofline.png")]
+        out: PathBuf,
+        #[command(flatten)]
+        size: PlotSize,
+    },
+    /// Energy per level and latency per layer of one or more `coex eval --format json`.
+    Breakdown {
+        #[arg(required = true)]
+        eval_json: Vec<PathBuf>,
+        /// Layers shown by name; the rest are summed as "other".
+        #[arg(long, default_value_t = 8)]
+        top: usize,
+        #[arg(long, short, default_value = "breakdown.png")]
+        out: PathBuf,
+        #[command(flatten)]
+        size: PlotSize,
+    },
+    /// Predicted against measured, before and after, from `coex calibrate --format json`.
+    Calibration {
+        report_json: PathBuf,
+        #[arg(long, short, default_value = "calibration.png")]
+        out: PathBuf,
+        #[command(flatten)]
+        size: PlotSize,
+    },
+}
+
+fn plot(kind: PlotKind, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>> {
+    let written = match kind {
+        PlotKind::Pareto {
+            points,
+            x,
+            y,
+            color,
+            limits,
+            log_x,
+            log_y,
+            out,
+            size,
+        } => {
+            let limits = limits
+                .iter()
+                .map(|l| {
+                    let (k, v) = l
+                        .split_once('=')
+                        .ok_or_else(|| format!("--limit {l}: expected COLUMN=VALUE"))?;
+                    let v: f64 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("--limit {l}: '{v}' is not a number"))?;
+                    Ok::<_, String>((k.trim().to_string(), v))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let o = coex::plot::ParetoOptions {
+                x,
+                y,
+                color,
+                limits,
+                log_x,
+                log_y,
+                size: size.size(),
+            };
+            coex::plot::pareto(&points, &out, &o)?;
+            out
+        }
+        PlotKind::Heatmap {
+            points,
+            x,
+            y,
+            metric,
+            out,
+            size,
+        } => {
+            coex::plot::heatmap(&points, &out, &x, &y, &metric, size.size())?;
+            out
+        }
+        PlotKind::Roofline {
+            eval_json,
+            measured,
+            out,
+            size,
+        } => {
+            coex::plot::roofline(&eval_json, &out, measured.as_deref(), size.size())?;
+            out
+        }
+        PlotKind::Breakdown {
+            eval_json,
+            top,
+            out,
+            size,
+        } => {
+            let paths: Vec<&std::path::Path> = eval_json.iter().map(|p| p.as_path()).collect();
+            coex::plot::breakdown(&paths, &out, top, size.size())?;
+            out
+        }
+        PlotKind::Calibration {
+            report_json,
+            out,
+            size,
+        } => {
+            coex::plot::calibration(&report_json, &out, size.size())?;
+            out
+        }
+    };
+    writeln!(out, "wrote {}", written.display())?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -296,7 +478,13 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
                     report::eval_table(&result, &levels, accesses, search.objective)
                 )?,
                 Format::Csv => write!(out, "{}", report::eval_csv(&result)?)?,
-                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?,
+                Format::Json => {
+                    // The roofs travel with the result, so `coex plot roofline` needs
+                    // nothing but this file.
+                    let mut v = serde_json::to_value(&result)?;
+                    v["roofline"] = serde_json::to_value(cost::roofline(&acc, graph.dtype))?;
+                    writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?
+                }
             }
         }
         Command::Check {
@@ -342,6 +530,11 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
                 let unmapped = result.count(|v| matches!(v, check::accel::Verdict::Unmappable));
                 return Err(format!("{bad} kernels MISMATCH, {unmapped} cannot be mapped").into());
             }
+        }
+        Command::Plot { kind } => plot(kind, out)?,
+        Command::Report { dir } => {
+            let path = coex::plot::html::report(&dir)?;
+            writeln!(out, "wrote {}", path.display())?;
         }
         Command::ImportMapping {
             timeloop,

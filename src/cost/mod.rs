@@ -266,3 +266,54 @@ mod tests {
         );
     }
 }
+
+/// The roofs of an accelerator for the roofline plot: peak MACs/s at `dtype` and the
+/// bandwidth of each memory level that has one, bytes/s.
+#[derive(Clone, Debug, Serialize)]
+pub struct Roof {
+    pub peak_macs_per_s: f64,
+    pub bandwidths_bytes_per_s: Vec<(String, f64)>,
+}
+
+/// ASIC: PEs × clock, each level's `bandwidth_words_per_cycle × word bytes × clock`;
+/// GPU: SMs × MACs/SM/cycle at the dtype × clock, DRAM and L2 datasheet bandwidths;
+/// FPGA: DSPs × MACs per DSP × clock, off-chip bandwidth × efficiency.
+pub fn roofline(acc: &crate::arch::Accelerator, dtype: crate::workload::DType) -> Roof {
+    use crate::arch::Accelerator;
+    match acc {
+        Accelerator::Asic(t) => {
+            let hz = t.clock_mhz * 1e6;
+            Roof {
+                peak_macs_per_s: t.array.pes() as f64 * hz,
+                bandwidths_bytes_per_s: t
+                    .levels
+                    .iter()
+                    .filter_map(|l| {
+                        let bw = l.bandwidth_words_per_cycle?;
+                        Some((l.name.clone(), bw * l.word_bits as f64 / 8.0 * hz))
+                    })
+                    .collect(),
+            }
+        }
+        Accelerator::Gpu(g) => {
+            let per_sm = g.peak(dtype).map(|(r, _)| r).unwrap_or(0.0);
+            Roof {
+                peak_macs_per_s: per_sm * g.device.sms as f64 * g.device.clock_mhz * 1e6,
+                bandwidths_bytes_per_s: vec![
+                    ("DRAM".into(), g.device.dram_gb_s * 1e9),
+                    ("L2".into(), g.device.l2_gb_s * 1e9),
+                ],
+            }
+        }
+        Accelerator::Fpga(f) => Roof {
+            peak_macs_per_s: f.device.resources.dsp
+                * f.precision.macs_per_dsp
+                * f.device.clock_mhz
+                * 1e6,
+            bandwidths_bytes_per_s: vec![(
+                "DRAM".into(),
+                f.device.offchip_gbps * f.device.offchip_efficiency * 1e9,
+            )],
+        },
+    }
+}
