@@ -210,18 +210,44 @@ impl Space {
 
         // Hardware.
         let hw = &sweep.hardware;
-        let set: Vec<(String, String)> = hw
+        let all_set: Vec<(String, String)> = hw
             .set
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
         let mut templates = Vec::new();
         let mut per_template: Vec<Vec<(String, Vec<Value>)>> = Vec::new();
+        // A sweep key applies to every template that has it (a GPU has no array.rows);
+        // a key no template takes is an error.
+        let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut refusals: HashMap<String, String> = HashMap::new();
         for path in &hw.templates {
             let text = std::fs::read_to_string(path).map_err(|source| SearchError::Io {
                 path: path.clone(),
                 source,
             })?;
+            let takes = |k: &str, v: &str, refusals: &mut HashMap<String, String>| -> bool {
+                match arch::load_accelerator(path, &[(k.to_string(), v.to_string())]) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        refusals.insert(k.to_string(), e.to_string());
+                        false
+                    }
+                }
+            };
+            let set: Vec<(String, String)> = all_set
+                .iter()
+                .filter(|(k, v)| takes(k, v, &mut refusals))
+                .cloned()
+                .collect();
+            taken.extend(set.iter().map(|(k, _)| k.clone()));
+            let extra: Vec<(String, Vec<Value>)> = hw
+                .free
+                .iter()
+                .filter(|(k, vals)| takes(k, &vals[0].to_string(), &mut refusals))
+                .cloned()
+                .collect();
+            taken.extend(extra.iter().map(|(k, _)| k.clone()));
             let acc = arch::load_accelerator(path, &set).map_err(|e| SearchError::Key {
                 path: sweep.path.clone(),
                 key: "hardware".into(),
@@ -235,10 +261,10 @@ impl Space {
             let mut free: Vec<(String, Vec<Value>)> = space
                 .into_iter()
                 .filter(|p| !hw.set.iter().any(|(k, _)| *k == p.key))
-                .filter(|p| !hw.free.iter().any(|(k, _)| *k == p.key))
+                .filter(|p| !extra.iter().any(|(k, _)| *k == p.key))
                 .map(|p| (p.key, p.values))
                 .collect();
-            free.extend(hw.free.iter().cloned());
+            free.extend(extra);
             // Every choice must load: check each value once, alone.
             for (k, vals) in &free {
                 for v in vals {
@@ -259,6 +285,27 @@ impl Space {
                 set: set.clone(),
             });
             per_template.push(free);
+        }
+        for k in all_set
+            .iter()
+            .map(|(k, _)| k)
+            .chain(hw.free.iter().map(|(k, _)| k))
+        {
+            if !taken.contains(k) {
+                let section = if hw.set.iter().any(|(s, _)| s == k) {
+                    "hardware.set"
+                } else {
+                    "hardware.space"
+                };
+                return Err(SearchError::Key {
+                    path: sweep.path.clone(),
+                    key: format!("{section}.{k}"),
+                    message: format!(
+                        "no template takes it: {}",
+                        refusals.get(k).cloned().unwrap_or_default()
+                    ),
+                });
+            }
         }
         if templates.len() > 1 {
             let values: Vec<Value> = templates
