@@ -632,3 +632,41 @@ fn bad_sweep_files_name_the_key() {
         assert!(e.contains("bad.toml") && e.contains(key), "{key}: {e}");
     }
 }
+
+#[test]
+fn every_shipped_sweep_runs_and_evaluates_without_failed_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Path::new(ROOT).join("workloads/sweeps");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let sweep = Sweep::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let r = search::run(
+            sweep,
+            &RunOptions {
+                out: tmp.path().join(path.file_stem().unwrap()),
+                budget: Some(3),
+                ..RunOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(r.rows.len(), 3, "{}", path.display());
+        for row in &r.rows {
+            assert!(
+                row.metrics.error.is_empty(),
+                "{}: {}",
+                path.display(),
+                row.metrics.error
+            );
+            assert!(row.metrics.latency_s > 0.0 && row.metrics.accuracy.is_finite());
+        }
+        n += 1;
+    }
+    assert!(
+        n >= 10,
+        "one sweep per network and accelerator kind, and the default: {n}"
+    );
+}
