@@ -183,6 +183,41 @@ enum Command {
         /// The folder (`coex explore --out DIR`, `coex calibrate --out ...`).
         dir: PathBuf,
     },
+    /// Joint network × accelerator search under specs (a sweep file; default:
+    /// workloads/sweeps/default.toml). Writes points.csv, pareto.csv, best/, summary.json.
+    Explore {
+        /// The sweep file (TOML; see README "Explore").
+        sweep: Option<PathBuf>,
+        /// Output folder (default: runs/explore-<sweep name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override the sweep's [search] algorithm.
+        #[arg(long, value_enum)]
+        algorithm: Option<coex::search::Algorithm>,
+        /// Override the sweep's budget (distinct design points evaluated).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        budget: Option<u64>,
+        /// Override the sweep's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Continue a killed sweep in --out: points already in points.csv are not evaluated again.
+        #[arg(long)]
+        resume: bool,
+        /// Evaluate shard i of N (grid and random sweeps), e.g. --shard 0/4.
+        #[arg(long, value_name = "i/N")]
+        shard: Option<String>,
+        /// Most designs written to best/.
+        #[arg(long, default_value_t = 8)]
+        best: usize,
+    },
+    /// Combine the outputs of shard runs (coex explore --shard) into one.
+    Merge {
+        /// Run folders, each holding points.csv and summary.json.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Convert another tool's mapping into a coex mapping file (printed to stdout).
     ImportMapping {
         /// A Timeloop map.yaml (as timeloop-mapper writes it).
@@ -536,6 +571,27 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
             let path = coex::plot::html::report(&dir)?;
             writeln!(out, "wrote {}", path.display())?;
         }
+        Command::Explore {
+            sweep,
+            out: out_dir,
+            algorithm,
+            budget,
+            seed,
+            resume,
+            shard,
+            best,
+        } => explore(
+            sweep, out_dir, algorithm, budget, seed, resume, shard, best, out,
+        )?,
+        Command::Merge { dirs, out: out_dir } => {
+            let n = coex::search::algo::merge(&dirs, &out_dir, 8)?;
+            writeln!(
+                out,
+                "merged {n} points from {} folders into {}/points.csv, pareto.csv, best/, summary.json",
+                dirs.len(),
+                out_dir.display()
+            )?;
+        }
         Command::ImportMapping {
             timeloop,
             accel,
@@ -576,4 +632,134 @@ fn parse_sets(sets: &[String]) -> Result<Vec<(String, String)>, String> {
             )),
         })
         .collect()
+}
+
+/// `coex explore`: runs a sweep, prints the best designs and where the outputs are.
+#[allow(clippy::too_many_arguments)]
+fn explore(
+    sweep: Option<PathBuf>,
+    out_dir: Option<PathBuf>,
+    algorithm: Option<coex::search::Algorithm>,
+    budget: Option<u64>,
+    seed: Option<u64>,
+    resume: bool,
+    shard: Option<String>,
+    best: usize,
+    out: &mut impl Write,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let path = sweep.unwrap_or_else(|| {
+        let local = PathBuf::from("workloads/sweeps/default.toml");
+        if local.exists() {
+            local
+        } else {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workloads/sweeps/default.toml")
+        }
+    });
+    let sw = coex::search::Sweep::load(&path)?;
+    let shard = shard
+        .map(|s| {
+            s.split_once('/')
+                .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)))
+                .ok_or_else(|| format!("--shard '{s}': write i/N, e.g. --shard 0/4"))
+        })
+        .transpose()?;
+    let out_dir = out_dir.unwrap_or_else(|| match shard {
+        Some((i, n)) => PathBuf::from(format!("runs/explore-{}-shard{i}of{n}", sw.name)),
+        None => PathBuf::from(format!("runs/explore-{}", sw.name)),
+    });
+    let opts = coex::search::RunOptions {
+        out: out_dir.clone(),
+        algorithm,
+        budget: budget.map(|b| b as usize),
+        seed,
+        resume,
+        shard,
+        progress: true,
+        max_best: best,
+    };
+    let r = coex::search::run(sw, &opts)?;
+    let sw = &r.space.sweep;
+    writeln!(
+        out,
+        "{}: {:?}, {} points ({} evaluated now, {} feasible) in {:.1} s; layer cache {} hits / {} mapped; mapper budget {} per Einsum",
+        sw.name,
+        sw.algorithm,
+        r.rows.len(),
+        r.evaluated,
+        r.rows.iter().filter(|x| x.feasible).count(),
+        r.wall_s,
+        r.layer_hits,
+        r.layer_misses,
+        sw.hardware.mapper_budget
+    )?;
+    writeln!(
+        out,
+        "objectives: {}; specs: {}",
+        sw.objectives
+            .iter()
+            .map(|o| o.text())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if sw.specs.is_empty() {
+            "none".to_string()
+        } else {
+            sw.specs
+                .iter()
+                .map(|s| s.text.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    )?;
+    writeln!(out, "pareto front: {} designs; best:", r.pareto)?;
+    writeln!(
+        out,
+        "{:>6} {:>6} {:>9} {:>9} {:>8}  hardware",
+        "id", "acc%", "lat_ms", "energy_mJ", "area_mm2"
+    )?;
+    let hw_cols: Vec<usize> = r
+        .space
+        .dims
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_network())
+        .map(|(i, _)| i)
+        .collect();
+    for b in &r.best {
+        let row = r.rows.iter().find(|x| x.id == b.id);
+        let hw: String = row
+            .map(|x| {
+                hw_cols
+                    .iter()
+                    .map(|&i| x.cells[i].as_str())
+                    .filter(|c| !c.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_default();
+        let hw: String = hw.chars().take(80 - 44).collect();
+        writeln!(
+            out,
+            "{:>6} {:>6.2} {:>9.4} {:>9.4} {:>8.3}  {}",
+            b.id,
+            b.accuracy,
+            b.latency_s * 1e3,
+            b.energy_j * 1e3,
+            b.area_mm2,
+            hw
+        )?;
+    }
+    if !hw_cols.is_empty() {
+        let names: Vec<&str> = hw_cols
+            .iter()
+            .map(|&i| r.space.dims[i].column.as_str())
+            .collect();
+        let names = names.join("/");
+        writeln!(out, "hardware = {names}")?;
+    }
+    writeln!(
+        out,
+        "outputs: {0}/points.csv, {0}/pareto.csv, {0}/best/ (re-run: sh {0}/best/commands.sh), {0}/summary.json",
+        out_dir.display()
+    )?;
+    Ok(())
 }

@@ -175,12 +175,53 @@ pub fn map_einsum(
     Ok((p, found))
 }
 
+/// A cache of per-Einsum schedules for ONE hardware design, shared across networks
+/// (the design-space search keeps one per design: `search::LayerCache`).
+///
+/// `get_or_map` returns the schedule of `shape` (an Einsum with its name cleared: the
+/// key is its loop bounds, projections and dtype), running `map` at most once per shape.
+/// The mapper is deterministic for a seed and budget, so a cached schedule is the one
+/// an uncached `evaluate_network` finds.
+pub trait ScheduleCache: Sync {
+    fn get_or_map(
+        &self,
+        shape: &Einsum,
+        map: &(dyn Fn() -> Result<(Problem, Schedule, usize), CostError> + Sync),
+    ) -> Result<(Problem, Schedule, usize), CostError>;
+}
+
 /// Maps and costs every layer of `graph` on `t`.
 pub fn evaluate_network(
     graph: &Graph,
     t: &Template,
     opts: &NetworkOptions,
     fixed: Option<&MappingFile>,
+) -> Result<NetworkCost, CostError> {
+    evaluate_network_cached(graph, t, opts, fixed, None)
+}
+
+/// [`crate::cost::evaluate`] with an optional schedule cache for ASIC templates
+/// (FPGA and GPU models are analytic per kernel and take no cache).
+pub fn evaluate_cached(
+    graph: &Graph,
+    acc: &crate::arch::Accelerator,
+    opts: &NetworkOptions,
+    cache: Option<&dyn ScheduleCache>,
+) -> Result<NetworkCost, CostError> {
+    match acc {
+        crate::arch::Accelerator::Asic(t) => evaluate_network_cached(graph, t, opts, None, cache),
+        _ => super::evaluate(graph, acc, opts, None),
+    }
+}
+
+/// [`evaluate_network`], taking each distinct Einsum's schedule from `cache` when given
+/// (mapping it there on a miss).
+pub fn evaluate_network_cached(
+    graph: &Graph,
+    t: &Template,
+    opts: &NetworkOptions,
+    fixed: Option<&MappingFile>,
+    cache: Option<&dyn ScheduleCache>,
 ) -> Result<NetworkCost, CostError> {
     let work = lower::lower(graph)?;
     if let (Some(f), Some(df)) = (fixed, t.array.dataflow) {
@@ -245,7 +286,10 @@ pub fn evaluate_network(
                 name: name.clone(),
                 ..e.clone()
             };
-            let (p, schedule, evaluated) = schedule_einsum(&named, t, opts)?;
+            let (p, schedule, evaluated) = match cache {
+                Some(c) => c.get_or_map(e, &|| schedule_einsum(&named, t, opts))?,
+                None => schedule_einsum(&named, t, opts)?,
+            };
             if let Some(b) = &bar {
                 b.inc(1);
             }
