@@ -98,6 +98,22 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// The schedule's accesses and compute cycles, without the printed form.
+    pub fn counts_only(
+        &self,
+        p: &Problem,
+        t: &Template,
+    ) -> Result<(Counts, f64, String), CostError> {
+        Ok(match self {
+            Schedule::Nest(m) => {
+                let c = analyze(p, t, m);
+                let cycles = c.temporal_steps as f64;
+                (c, cycles, String::new())
+            }
+            Schedule::Systolic(_) => self.counts(p, t)?,
+        })
+    }
+
     /// The schedule's accesses, compute cycles and printed form.
     pub fn counts(&self, p: &Problem, t: &Template) -> Result<(Counts, f64, String), CostError> {
         Ok(match self {
@@ -188,6 +204,12 @@ pub trait ScheduleCache: Sync {
         shape: &Einsum,
         map: &(dyn Fn() -> Result<(Problem, Schedule, usize), CostError> + Sync),
     ) -> Result<(Problem, Schedule, usize), CostError>;
+
+    /// Whether the caller reads only the totals: per-kernel mapping text and access
+    /// rows are then left empty (every number is the same).
+    fn totals_only(&self) -> bool {
+        false
+    }
 }
 
 /// Maps and costs every layer of `graph` on `t`.
@@ -263,6 +285,8 @@ pub fn evaluate_network_cached(
     let mut unique: HashMap<Einsum, usize> = HashMap::new();
     // (shape, name of its first Einsum: for messages)
     let mut shapes: Vec<(Einsum, String)> = Vec::new();
+    // The shape index of every Einsum not pinned, in work order (read back below).
+    let mut shape_of: Vec<usize> = Vec::new();
     for w in &work {
         for e in w.einsums() {
             if fixed
@@ -272,12 +296,19 @@ pub fn evaluate_network_cached(
                 continue;
             }
             let key = shape_key(e);
-            if !unique.contains_key(&key) {
-                unique.insert(key.clone(), shapes.len());
-                shapes.push((key, e.name.clone()));
-            }
+            let i = match unique.get(&key) {
+                Some(&i) => i,
+                None => {
+                    unique.insert(key.clone(), shapes.len());
+                    shapes.push((key, e.name.clone()));
+                    shapes.len() - 1
+                }
+            };
+            shape_of.push(i);
         }
     }
+    let mut next_shape = shape_of.into_iter();
+    let totals_only = cache.is_some_and(|c| c.totals_only());
     let bar = progress_bar(opts.progress, shapes.len());
     let mapped: Vec<Result<Mapped, CostError>> = shapes
         .par_iter()
@@ -342,11 +373,21 @@ pub fn evaluate_network_cached(
                             (p, Schedule::Nest(m))
                         }
                         _ => {
-                            let r = &mapped[unique[&shape_key(e)]];
+                            let i = next_shape.next().ok_or_else(|| {
+                                CostError::Unsupported(format!(
+                                    "internal: no shape for Einsum '{}'",
+                                    e.name
+                                ))
+                            })?;
+                            let r = &mapped[i];
                             (r.problem.clone(), r.schedule)
                         }
                     };
-                    let (mut c, compute, mapping) = schedule.counts(&p, t)?;
+                    let (mut c, compute, mapping) = if totals_only {
+                        schedule.counts_only(&p, t)?
+                    } else {
+                        schedule.counts(&p, t)?
+                    };
                     keep_on_chip(e, &mut c, t, p.elem_bits, &ctx);
                     let q = quick_with(&p, t, &c, compute);
                     for (l, slot) in by_level.iter_mut().enumerate() {
@@ -365,7 +406,11 @@ pub fn evaluate_network_cached(
                         energy_pj: q.energy_pj,
                         utilization: e.macs() as f64 / (q.latency_cycles * t.array.pes() as f64),
                         bound: bound_name(t, q.bound_level),
-                        accesses: access_rows(t, &c),
+                        accesses: if totals_only {
+                            vec![]
+                        } else {
+                            access_rows(t, &c)
+                        },
                     });
                 }
                 Kernel::Vector(v) => {

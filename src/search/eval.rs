@@ -90,6 +90,10 @@ impl ScheduleCache for DesignCache<'_> {
             Err(m) => Err(CostError::Unsupported(m.clone())),
         }
     }
+
+    fn totals_only(&self) -> bool {
+        true
+    }
 }
 
 fn r_evaluated(r: &Scheduled) -> usize {
