@@ -209,6 +209,9 @@ enum Command {
         /// Most designs written to best/.
         #[arg(long, default_value_t = 8)]
         best: usize,
+        /// Skip the standard figures (pareto.png/.svg) and report.html.
+        #[arg(long)]
+        no_plots: bool,
     },
     /// Combine the outputs of shard runs (coex explore --shard) into one.
     Merge {
@@ -580,9 +583,22 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
             resume,
             shard,
             best,
-        } => explore(
-            sweep, out_dir, algorithm, budget, seed, resume, shard, best, out,
-        )?,
+            no_plots,
+        } => {
+            let dir = explore(
+                sweep, out_dir, algorithm, budget, seed, resume, shard, best, out,
+            )?;
+            if !no_plots {
+                let (png, svg, html) = explore_figures(&dir)?;
+                writeln!(
+                    out,
+                    "figures: {}, {}\nreport: {}",
+                    png.display(),
+                    svg.display(),
+                    html.display()
+                )?;
+            }
+        }
         Command::Merge { dirs, out: out_dir } => {
             let n = coex::search::algo::merge(&dirs, &out_dir, 8)?;
             writeln!(
@@ -646,7 +662,7 @@ fn explore(
     shard: Option<String>,
     best: usize,
     out: &mut impl Write,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = sweep.unwrap_or_else(|| {
         let local = PathBuf::from("workloads/sweeps/default.toml");
         if local.exists() {
@@ -761,5 +777,49 @@ fn explore(
         "outputs: {0}/points.csv, {0}/pareto.csv, {0}/best/ (re-run: sh {0}/best/commands.sh), {0}/summary.json",
         out_dir.display()
     )?;
-    Ok(())
+    Ok(out_dir.to_path_buf())
+}
+
+/// The standard figures of a sweep folder: the Pareto front of its first two objectives
+/// (accuracy on y when it is one), the third as colour, the specs dashed; then the
+/// folder's report.html.
+fn explore_figures(
+    dir: &std::path::Path,
+) -> Result<(PathBuf, PathBuf, PathBuf), Box<dyn std::error::Error>> {
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
+    let sw = coex::search::Sweep::load(std::path::Path::new(
+        summary["sweep_file"]
+            .as_str()
+            .unwrap_or("workloads/sweeps/default.toml"),
+    ))?;
+    let mut cols: Vec<String> = sw
+        .objectives
+        .iter()
+        .map(|o| o.metric.column().to_string())
+        .collect();
+    if let Some(i) = cols.iter().position(|c| c == "accuracy") {
+        let acc = cols.remove(i);
+        cols.insert(1.min(cols.len()), acc);
+    }
+    let x = cols.first().cloned().unwrap_or_else(|| "latency_s".into());
+    let y = cols.get(1).cloned().unwrap_or_else(|| "energy_j".into());
+    let o = coex::plot::ParetoOptions {
+        x: x.clone(),
+        y,
+        color: cols.get(2).cloned(),
+        limits: sw
+            .specs
+            .iter()
+            .map(|s| (s.metric.column().to_string(), s.bound))
+            .collect(),
+        log_x: x != "accuracy",
+        log_y: false,
+        size: coex::plot::Size::default(),
+    };
+    let (png, svg) = (dir.join("pareto.png"), dir.join("pareto.svg"));
+    coex::plot::pareto(&dir.join("points.csv"), &png, &o)?;
+    coex::plot::pareto(&dir.join("points.csv"), &svg, &o)?;
+    let html = coex::plot::html::report(dir)?;
+    Ok((png, svg, html))
 }

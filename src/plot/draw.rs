@@ -146,8 +146,8 @@ fn colour_bar<DB: DrawingBackend>(
     let mut c = e(ChartBuilder::on(area)
         .margin_top(40)
         .margin_bottom(60)
-        .margin_right(10)
-        .y_label_area_size(60)
+        .margin_right(20)
+        .y_label_area_size(75)
         .caption(label, ("sans-serif", 14))
         .build_cartesian_2d(0.0..1.0, lo..hi))?;
     e(c.configure_mesh()
@@ -234,7 +234,7 @@ pub fn pareto(points: &Path, out: &Path, o: &ParetoOptions) -> Result<(), PlotEr
         e(root.fill(&WHITE))?;
         let (plots, bar) = if colors.is_some() {
             let w = root.dim_in_pixel().0;
-            let (a, b) = root.split_horizontally(w.saturating_sub(110));
+            let (a, b) = root.split_horizontally(w.saturating_sub(150));
             (a, Some(b))
         } else {
             (root.clone(), None)
@@ -250,7 +250,7 @@ pub fn pareto(points: &Path, out: &Path, o: &ParetoOptions) -> Result<(), PlotEr
             let py: Vec<f64> = idx.iter().map(|&i| tf(ys[i], o.log_y)).collect();
             let (x0, x1) = range_of(px.iter().copied());
             let (y0, y1) = range_of(py.iter().copied());
-            let title = if task.is_empty() {
+            let title = if names.len() <= 1 {
                 format!("Pareto front: {} vs {}", my.label, mx.label)
             } else {
                 format!("{task}: {} vs {}", my.label, mx.label)
@@ -345,8 +345,14 @@ pub fn pareto(points: &Path, out: &Path, o: &ParetoOptions) -> Result<(), PlotEr
                         )
                     });
             }
+            // The front hugs the top when y is maximized, the bottom when minimized.
+            let corner = if my.maximize {
+                SeriesLabelPosition::LowerRight
+            } else {
+                SeriesLabelPosition::UpperRight
+            };
             e(c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(corner)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 14))
@@ -435,7 +441,7 @@ pub fn heatmap(
     render!(out, size, |root: DrawingArea<_, Shift>| -> R {
         e(root.fill(&WHITE))?;
         let w = root.dim_in_pixel().0;
-        let (main, bar) = root.split_horizontally(w.saturating_sub(110));
+        let (main, bar) = root.split_horizontally(w.saturating_sub(150));
         let mut c = e(ChartBuilder::on(&main)
             .caption(
                 format!("best {} per ({x}, {y})", m.label),
