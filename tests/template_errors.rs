@@ -280,3 +280,17 @@ fn gpu_fields_are_range_checked_and_energy_is_broken_down() {
         r.total.energy_pj
     );
 }
+
+/// Found by the long fuzz run: an ILP time limit of 1e300 s overflowed a Duration.
+#[test]
+fn fpga_ilp_time_limit_is_range_checked() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("accelerators/fpga/zcu102_dataflow.toml");
+    let err = coex::arch::load_accelerator(
+        &path,
+        &[("engine.ilp_time_limit_s".to_string(), "1e300".to_string())],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("ilp_time_limit_s") && err.contains("86400"), "{err}");
+}

@@ -334,11 +334,22 @@ fn build_dataflow(e: &RawEngine, path: &Path, device: &Device) -> Result<Dataflo
         weight_memory,
         lut_per_stage: f("lut_per_stage", e.lut_per_stage)?,
         ff_per_stage: f("ff_per_stage", e.ff_per_stage)?,
-        ilp_time_limit_s: check(
-            path,
-            "engine.ilp_time_limit_s",
-            e.ilp_time_limit_s.unwrap_or(10.0),
-            false,
-        )?,
+        ilp_time_limit_s: {
+            let v = check(
+                path,
+                "engine.ilp_time_limit_s",
+                e.ilp_time_limit_s.unwrap_or(10.0),
+                false,
+            )?;
+            // A solver time limit beyond a day is a typo (and overflows a Duration).
+            if v > 86_400.0 {
+                return Err(key_err(
+                    path,
+                    "engine.ilp_time_limit_s",
+                    format!("must be in (0, 86400] seconds, got {v}"),
+                ));
+            }
+            v
+        },
     })
 }
