@@ -452,9 +452,20 @@ pub fn evaluate_network(
     opts: &NetworkOptions,
 ) -> Result<NetworkCost, CostError> {
     let work = lower::lower(graph)?;
+    evaluate_lowered(graph, &work, g, opts)
+}
+
+/// As `evaluate_network`, on work already lowered from `graph` (calibration lowers
+/// each measured op once and re-costs it under many parameter sets).
+pub fn evaluate_lowered(
+    graph: &Graph,
+    work: &[lower::LayerWork],
+    g: &Gpu,
+    opts: &NetworkOptions,
+) -> Result<NetworkCost, CostError> {
     let mut layers = Vec::new();
     let mut by_part: Parts = [0.0; 4];
-    for w in &work {
+    for w in work {
         let node = graph.node(w.node);
         let name = &node.name;
         if let (true, Op::Attention(a)) = (g.model.fused_attention, &node.op) {
