@@ -15,6 +15,12 @@
 
 use nalgebra::{DMatrix, DVector};
 
+/// The residual function: parameters → one residual per row.
+pub type Residuals<'a, E> = dyn Fn(&[f64]) -> Result<Vec<f64>, E> + 'a;
+
+/// Parameters kept free, and those dropped with why.
+type Identified = (Vec<usize>, Vec<(usize, String)>);
+
 /// A parameter's allowed range and the scale of its finite-difference step.
 #[derive(Clone, Debug)]
 pub struct Bounds {
@@ -52,7 +58,7 @@ fn jacobian<E>(
     r0: &[f64],
     free: &[usize],
     bounds: &[Bounds],
-    resid: &dyn Fn(&[f64]) -> Result<Vec<f64>, E>,
+    resid: &Residuals<'_, E>,
 ) -> Result<DMatrix<f64>, E> {
     let mut j = DMatrix::zeros(r0.len(), free.len());
     for (c, &p) in free.iter().enumerate() {
@@ -74,8 +80,8 @@ fn identify<E>(
     r0: &[f64],
     bounds: &[Bounds],
     names: &[String],
-    resid: &dyn Fn(&[f64]) -> Result<Vec<f64>, E>,
-) -> Result<(Vec<usize>, Vec<(usize, String)>), E> {
+    resid: &Residuals<'_, E>,
+) -> Result<Identified, E> {
     let all: Vec<usize> = (0..x.len()).collect();
     let j = jacobian(x, r0, &all, bounds, resid)?;
     let n = r0.len().max(1) as f64;
@@ -154,7 +160,7 @@ pub fn levenberg_marquardt<E>(
     x0: &[f64],
     bounds: &[Bounds],
     names: &[String],
-    resid: &dyn Fn(&[f64]) -> Result<Vec<f64>, E>,
+    resid: &Residuals<'_, E>,
 ) -> Result<Fit, E> {
     let mut x: Vec<f64> = x0
         .iter()

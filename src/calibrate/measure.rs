@@ -164,9 +164,16 @@ impl Table {
             .map(|(i, h)| (h.clone(), i))
             .collect();
         let mut rows = Vec::new();
-        for rec in rdr.records() {
-            let rec = rec.map_err(|e| io(format!("malformed CSV: {e}")))?;
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        loop {
+            // The line the next record starts on (the header is line 1).
+            // (the reader reports line 1 before the first record: the header is line 1).
+            let line = rdr.position().line().max(2);
+            let mut rec = csv::StringRecord::new();
+            match rdr.read_record(&mut rec) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(io(format!("malformed CSV: {e}"))),
+            }
             if rec.iter().all(|f| f.is_empty()) {
                 continue;
             }

@@ -138,6 +138,7 @@ pub struct Config {
 }
 
 /// A measured row, parsed and lowered once.
+#[derive(Clone)]
 pub struct Prepared {
     pub m: Measurement,
     graph: Graph,
