@@ -7,6 +7,7 @@
 //! produce. `report` writes tidy rows.
 
 pub mod arch;
+pub mod calibrate;
 pub mod check;
 pub mod cost;
 pub mod lower;

@@ -221,6 +221,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Fit a GPU template's named parameters to measured kernels; report held-out error.
+    Calibrate(coex::calibrate::cli::CalibrateArgs),
     /// Convert another tool's mapping into a coex mapping file (printed to stdout).
     ImportMapping {
         /// A Timeloop map.yaml (as timeloop-mapper writes it).
@@ -445,6 +447,7 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 
 fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Calibrate(args) => coex::calibrate::cli::run(args, out)?,
         Command::Families => {
             write!(out, "{}", families::describe_all())?;
             write!(out, "\n{}", spec::describe_kinds())?;

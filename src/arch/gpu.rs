@@ -84,6 +84,25 @@ pub struct Model {
     /// Element-wise VectorOps fuse into their producer: no launch, no extra DRAM trip.
     #[serde(default)]
     pub fuse_elementwise: bool,
+    /// Attention runs as one fused kernel (FlashAttention-style: scores and
+    /// probabilities stay on chip; DRAM traffic = Q, K, V, O once; one launch).
+    /// `false` costs the lowered score GEMM, softmax and context GEMM as three kernels.
+    #[serde(default = "yes")]
+    pub fused_attention: bool,
+    /// CTAs of a thread-block cluster that share one operand's tile loads from L2
+    /// (Hopper TMA multicast: 2; 1 = no clusters, every CTA loads its own bands).
+    #[serde(default = "one")]
+    pub cluster_multicast: u32,
+    /// How kernels are issued: `eager` (one host dispatch per op, as eager PyTorch:
+    /// each kernel takes at least `dispatch_overhead_us`) or `graph` (CUDA graph /
+    /// compiled: kernels back to back, no host floor).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Host time to dispatch one op in eager mode, µs: the floor of a kernel's latency,
+    /// latency = max(kernel time, dispatch_overhead_us). Separate from the device's
+    /// launch latency (`device.launch_overhead_us`), which every kernel pays.
+    #[serde(default)]
+    pub dispatch_overhead_us: f64,
     /// Power drawn regardless of work while a kernel runs, W.
     pub static_power_w: f64,
     /// Dynamic energy per MAC by dtype, pJ.
@@ -91,6 +110,25 @@ pub struct Model {
     pub dram_energy_pj_per_byte: f64,
     pub l2_energy_pj_per_byte: f64,
     pub vector_energy_pj_per_op: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How a framework issues kernels (`model.mode`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One host dispatch per op (eager PyTorch): a per-kernel latency floor.
+    Eager,
+    /// CUDA graphs or a compiled program: no host floor.
+    #[default]
+    Graph,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -135,6 +173,15 @@ impl Gpu {
             .cuda_macs_per_sm_cycle
             .get(key)
             .map(|&r| (r, Pipe::Cuda))
+    }
+
+    /// The host floor a kernel's latency cannot go below, s: `dispatch_overhead_us` in
+    /// eager mode, 0 under CUDA graphs.
+    pub fn dispatch_floor_s(&self) -> f64 {
+        match self.model.mode {
+            Mode::Eager => self.model.dispatch_overhead_us * 1e-6,
+            Mode::Graph => 0.0,
+        }
     }
 
     pub fn efficiency(&self, pipe: Pipe) -> f64 {
@@ -203,6 +250,7 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
     let mut nonneg: Vec<(String, f64)> = vec![
         ("device.l2_mib".into(), d.l2_mib),
         ("device.launch_overhead_us".into(), d.launch_overhead_us),
+        ("model.dispatch_overhead_us".into(), m.dispatch_overhead_us),
         ("device.die_mm2".into(), d.die_mm2),
         ("device.tdp_w".into(), d.tdp_w),
         (
@@ -251,6 +299,12 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
                 "a throughput must be > 0; drop the entry if the unit lacks the dtype".into(),
             ));
         }
+    }
+    if m.cluster_multicast == 0 {
+        return Err(key_err(
+            "model.cluster_multicast",
+            "CTAs per cluster must be ≥ 1 (1 = no clusters)".into(),
+        ));
     }
     if m.pipeline_stages == 0 || m.max_split_k == 0 {
         return Err(key_err(

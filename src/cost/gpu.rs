@@ -16,7 +16,8 @@ use super::{Access, CostError, LayerCost, NetworkCost, NetworkOptions};
 use crate::arch::gpu::{Gpu, Pipe};
 use crate::lower::{self, Einsum, Kernel, VectorKind, VectorOp};
 use crate::map::Problem;
-use crate::workload::{DType, Graph};
+use crate::workload::op::Attention;
+use crate::workload::{DType, Graph, Op};
 use serde::Serialize;
 
 /// One GEMM's estimate under one CTA tile.
@@ -92,7 +93,12 @@ pub fn gemm_split(
     let (a, b) = (a * batch as f64, b * batch as f64);
     // Split-K writes and re-reads fp32 partials of every split but one.
     let c = c * batch as f64 + (split - 1) as f64 * (m * n * batch) as f64 * 4.0 * 2.0;
-    let l2_bytes = a * n.div_ceil(tn) as f64 + b * m.div_ceil(tm) as f64 + c;
+    // Every CTA streams its band of A (tm × K) and of B (K × tn) from L2, except that
+    // the `cluster_multicast` CTAs of a cluster share one operand's loads (Hopper TMA
+    // multicast); the library lays the cluster along whichever grid axis saves more.
+    let (a_reads, b_reads) = (a * n.div_ceil(tn) as f64, b * m.div_ceil(tm) as f64);
+    let cl = g.model.cluster_multicast.max(1) as f64;
+    let l2_bytes = (a_reads / cl + b_reads).min(a_reads + b_reads / cl) + c;
     let unique = a + b + c;
     let l2_capacity = g.device.l2_mib * 1024.0 * 1024.0;
     let dram_bytes = if a + b <= l2_capacity {
@@ -190,6 +196,8 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), Co
             e.dtype
         ))
     })?;
+    let mut est = est;
+    est.latency_s = est.latency_s.max(g.dispatch_floor_s());
     let cycles = est.latency_s / g.cycle_s();
     let (peak, _) = g.peak(e.dtype).unwrap_or((1.0, Pipe::Cuda));
     let mac_pj = g
@@ -206,7 +214,9 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), Co
     ];
     let energy: f64 = parts.iter().sum();
     let word = e.dtype.bytes() as f64;
-    let bound = if est.compute_s >= est.memory_s {
+    let bound = if est.latency_s <= g.dispatch_floor_s() {
+        "dispatch"
+    } else if est.compute_s >= est.memory_s {
         "compute"
     } else if est.dram_bytes / g.device.dram_gb_s >= est.l2_bytes / g.device.l2_gb_s {
         "DRAM"
@@ -259,6 +269,11 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), Co
 
 fn vector_row(g: &Gpu, layer: &str, v: &VectorOp) -> (LayerCost, Parts) {
     let (latency_s, dram_bytes, fused) = vector(g, v);
+    let latency_s = if fused {
+        latency_s
+    } else {
+        latency_s.max(g.dispatch_floor_s())
+    };
     let parts: Parts = [
         dram_bytes * g.model.dram_energy_pj_per_byte,
         0.0,
@@ -292,6 +307,144 @@ fn vector_row(g: &Gpu, layer: &str, v: &VectorOp) -> (LayerCost, Parts) {
     (row, parts)
 }
 
+/// Fraction of the dense score rectangle a causal fused kernel computes: query row `p`
+/// (of `sq`, the last `sq` of `keys` positions) attends to `keys − sq + p + 1` keys, so
+/// the computed pairs are `sq·keys − sq·(sq−1)/2` of `sq·keys`. 1 when not causal.
+pub fn causal_fraction(a: &Attention, sq: u64, keys: u64) -> f64 {
+    if !a.causal || sq == 0 || keys == 0 {
+        return 1.0;
+    }
+    let sq = sq.min(keys) as f64;
+    let keys = keys as f64;
+    (sq * keys - sq * (sq - 1.0) / 2.0) / (sq * keys)
+}
+
+/// Attention as one fused kernel (FlashAttention, Dao et al. 2022; FlashAttention-3,
+/// Shah et al. 2024): the score and context products run on tensor cores back to back
+/// per query tile, the softmax in registers, and only Q, K, V (cache included) and O
+/// touch DRAM.
+///
+/// compute = max((t_scores + t_context) × f_causal, t_softmax), where t_scores and
+/// t_context are the tile/wave model's compute times of the two lowered GEMMs and
+/// t_softmax their vector ops on CUDA cores; f_causal = `causal_fraction` (masked
+/// blocks are skipped). memory = (|Q| + |K| + |V| + |O|) ÷ (DRAM bandwidth ×
+/// efficiency); latency = max(compute, memory) + one launch, floored by the dispatch
+/// overhead in eager mode. `None` when the kernels are not the lowering's
+/// scores/softmax/context triple.
+fn fused_attention_row(
+    g: &Gpu,
+    layer: &str,
+    a: &Attention,
+    kernels: &[Kernel],
+) -> Result<Option<(LayerCost, Parts)>, CostError> {
+    let [Kernel::Einsum(s), Kernel::Vector(sm), Kernel::Einsum(c)] = kernels else {
+        return Ok(None);
+    };
+    let mut compute_s = 0.0;
+    let mut l2_bytes = 0.0;
+    let mut padded_macs = 0u64;
+    for e in [s, c] {
+        let p = Problem::from_einsum(e)?;
+        let (b, m, n, k) = super::gemm_view(&p);
+        let est = gemm(g, e.dtype, b, m, n, k).ok_or_else(|| {
+            CostError::Unsupported(format!(
+                "{}: device '{}' has no {} throughput (device.tensor_macs_per_sm_cycle / cuda_macs_per_sm_cycle)",
+                g.path.display(),
+                g.name,
+                e.dtype
+            ))
+        })?;
+        compute_s += est.compute_s;
+        l2_bytes += est.l2_bytes;
+        padded_macs += est.padded_macs;
+    }
+    // Q and K of the score product; V of the context product, and O (= Q's size).
+    let word = s.dtype.bytes() as f64;
+    let q = s.input.elements() as f64;
+    let k = s.weight.elements() as f64;
+    let v = c.weight.elements() as f64;
+    let dram_bytes = (2.0 * q + k + v) * word;
+    let keys = s.dims.iter().find(|d| d.name == "K").map_or(1, |d| d.bound) as u64;
+    let sq = s.dims.iter().find(|d| d.name == "P").map_or(1, |d| d.bound) as u64;
+    let frac = causal_fraction(a, sq, keys);
+    // The softmax arithmetic on CUDA cores, overlapped with the tensor-core products.
+    let lanes = g
+        .device
+        .cuda_macs_per_sm_cycle
+        .values()
+        .cloned()
+        .fold(0.0, f64::max)
+        * g.device.sms as f64;
+    let softmax_s = sm.ops() as f64 / (lanes * g.model.cuda_efficiency) * g.cycle_s() * frac;
+    let tensor_s = compute_s * frac;
+    let compute_s = tensor_s.max(softmax_s);
+    let memory_s = dram_bytes / (g.device.dram_gb_s * 1e9 * g.model.dram_efficiency);
+    let latency_s =
+        (compute_s.max(memory_s) + g.device.launch_overhead_us * 1e-6).max(g.dispatch_floor_s());
+    let macs = s.macs() + c.macs();
+    let padded_macs = (padded_macs as f64 * frac) as u64;
+    let mac_pj = g
+        .model
+        .mac_energy_pj
+        .get(s.dtype.name())
+        .copied()
+        .unwrap_or(0.0);
+    let parts: Parts = [
+        dram_bytes * g.model.dram_energy_pj_per_byte,
+        l2_bytes * frac * g.model.l2_energy_pj_per_byte,
+        padded_macs as f64 * mac_pj + sm.ops() as f64 * frac * g.model.vector_energy_pj_per_op,
+        g.model.static_power_w * latency_s * 1e12,
+    ];
+    let cycles = latency_s / g.cycle_s();
+    let (peak, _) = g.peak(s.dtype).unwrap_or((1.0, Pipe::Cuda));
+    let bound = if latency_s <= g.dispatch_floor_s() {
+        "dispatch"
+    } else if compute_s >= memory_s {
+        "compute"
+    } else {
+        "DRAM"
+    };
+    let row = LayerCost {
+        layer: layer.to_string(),
+        kernel: format!("{layer}.fused"),
+        kind: "einsum",
+        precision: s.dtype.name(),
+        mapping: format!(
+            "fused attention (scores + softmax + context in one kernel){}",
+            if a.causal {
+                format!(", causal: {:.0}% of the score blocks", frac * 100.0)
+            } else {
+                String::new()
+            }
+        ),
+        macs,
+        padded_macs,
+        compute_cycles: compute_s / g.cycle_s(),
+        latency_cycles: cycles,
+        energy_pj: parts.iter().sum(),
+        // The MACs the kernel computes (masked blocks skipped) over the peak's.
+        utilization: macs as f64 * frac / (cycles * peak * g.device.sms as f64),
+        bound: bound.into(),
+        accesses: vec![
+            Access {
+                level: "DRAM".into(),
+                operand: "IWO".into(),
+                reads: (dram_bytes / word) as u64,
+                fills: 0,
+                updates: 0,
+            },
+            Access {
+                level: "L2".into(),
+                operand: "IWO".into(),
+                reads: (l2_bytes * frac / word) as u64,
+                fills: 0,
+                updates: 0,
+            },
+        ],
+    };
+    Ok(Some((row, parts)))
+}
+
 /// Every kernel of `graph`, launched in order on one GPU.
 pub fn evaluate_network(
     graph: &Graph,
@@ -299,10 +452,31 @@ pub fn evaluate_network(
     opts: &NetworkOptions,
 ) -> Result<NetworkCost, CostError> {
     let work = lower::lower(graph)?;
+    evaluate_lowered(graph, &work, g, opts)
+}
+
+/// As `evaluate_network`, on work already lowered from `graph` (calibration lowers
+/// each measured op once and re-costs it under many parameter sets).
+pub fn evaluate_lowered(
+    graph: &Graph,
+    work: &[lower::LayerWork],
+    g: &Gpu,
+    opts: &NetworkOptions,
+) -> Result<NetworkCost, CostError> {
     let mut layers = Vec::new();
     let mut by_part: Parts = [0.0; 4];
-    for w in &work {
-        let name = &graph.node(w.node).name;
+    for w in work {
+        let node = graph.node(w.node);
+        let name = &node.name;
+        if let (true, Op::Attention(a)) = (g.model.fused_attention, &node.op) {
+            if let Some((row, parts)) = fused_attention_row(g, name, a, &w.kernels)? {
+                for (sum, p) in by_part.iter_mut().zip(parts) {
+                    *sum += p;
+                }
+                layers.push(row);
+                continue;
+            }
+        }
         for k in &w.kernels {
             let (row, parts) = match k {
                 Kernel::Einsum(e) => einsum_row(g, name, e)?,

@@ -1,0 +1,177 @@
+//! The `coex calibrate` command's arguments and output (kept here so that `main.rs`
+//! only names the subcommand).
+
+use super::measure::Format;
+use super::{Config, Outcome, Split};
+use clap::{Args, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutFormat {
+    Table,
+    Json,
+}
+
+/// `coex calibrate --accel A.toml --measurements M.csv ...`
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// The GPU template to fit (accelerators/gpu/*.toml).
+    #[arg(long, short, required_unless_present = "emit_bench")]
+    pub accel: Option<PathBuf>,
+    /// The measurement file: the tidy format (README, Calibration), or a reference
+    /// table read with --from.
+    #[arg(long, short, required_unless_present = "emit_bench")]
+    pub measurements: Option<PathBuf>,
+    /// Read --measurements as: tidy, deepbench-gemm, deepbench-conv, h200-kernels.
+    #[arg(long, default_value = "tidy")]
+    pub from: String,
+    /// Write the calibrated template here (same format; fitted values replaced).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// K-fold cross-validation (default 5).
+    #[arg(long, conflicts_with = "holdout")]
+    pub folds: Option<usize>,
+    /// Hold out this fraction of rows instead of cross-validating.
+    #[arg(long)]
+    pub holdout: Option<f64>,
+    /// Parameters to fit, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = super::DEFAULT_GPU_PARAMS)]
+    pub params: Vec<String>,
+    /// Seed of the fold assignment and the bootstrap.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutFormat,
+    /// Also write the rows, converted to the tidy format, to this CSV.
+    #[arg(long)]
+    pub write_measurements: Option<PathBuf>,
+    /// Also write every row's measured, uncalibrated and held-out predictions to this CSV.
+    #[arg(long)]
+    pub write_predictions: Option<PathBuf>,
+    /// Print a PyTorch benchmark script for this kind of device (gpu) instead of fitting.
+    #[arg(long, value_name = "KIND")]
+    pub emit_bench: Option<String>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// A human-readable report.
+pub fn table(o: &Outcome) -> String {
+    let mut s = String::new();
+    let split = match o.split {
+        Split::Folds(k) => format!("{k}-fold cross-validation"),
+        Split::Holdout(f) => format!("{:.0}% held out", f * 100.0),
+    };
+    s += &format!(
+        "calibrate {} on {} ({} rows, {split}, seed {})\n\n",
+        o.accelerator, o.measurements, o.rows, o.seed
+    );
+    s += "                 MAPE     median APE  max APE   RMSE(ln)  Kendall tau  Spearman rho\n";
+    for (name, st) in [
+        ("before train", &o.before.train),
+        ("before held-out", &o.before.heldout),
+        ("after train", &o.after.train),
+        ("after held-out", &o.after.heldout),
+    ] {
+        s += &format!(
+            "{name:<16} {:<8} {:<11} {:<9} {:<9.3} {:<12.3} {:.3}\n",
+            pct(st.mape),
+            pct(st.median_ape),
+            pct(st.max_ape),
+            st.rmse_log,
+            st.kendall_tau,
+            st.spearman_rho
+        );
+    }
+    s += &format!(
+        "held-out MAPE, 90% bootstrap interval: before {}-{}, after {}-{}\n\n",
+        pct(o.before.heldout_mape_90[0]),
+        pct(o.before.heldout_mape_90[1]),
+        pct(o.after.heldout_mape_90[0]),
+        pct(o.after.heldout_mape_90[1])
+    );
+    s += "held-out by group   rows  median APE before -> after  MAPE before -> after  tau after\n";
+    for (g, r) in &o.groups {
+        s += &format!(
+            "{g:<19} {:<5} {:>8} -> {:<15} {:>8} -> {:<10} {:.3}\n",
+            r.after.n,
+            pct(r.before.median_ape),
+            pct(r.after.median_ape),
+            pct(r.before.mape),
+            pct(r.after.mape),
+            r.after.kendall_tau
+        );
+    }
+    s += "\nparameter (fit on all rows)     before     after      status\n";
+    for (k, p) in &o.params {
+        s += &format!(
+            "{k:<31} {:<10.4} {:<10.4} {}\n",
+            p.before, p.after, p.status
+        );
+    }
+    if !o.skipped.is_empty() {
+        s += &format!("\nskipped {} rows of the input:\n", o.skipped.len());
+        for k in &o.skipped {
+            s += &format!("  line {}: {}\n", k.line, k.why);
+        }
+    }
+    s
+}
+
+/// Runs the command.
+pub fn run(a: CalibrateArgs, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(kind) = &a.emit_bench {
+        return match kind.as_str() {
+            "gpu" => Ok(write!(out, "{}", super::bench::PYTORCH_GPU)?),
+            k => Err(format!("--emit-bench {k}: the one benchmark kind is 'gpu'").into()),
+        };
+    }
+    let (Some(accel), Some(measurements)) = (a.accel, a.measurements) else {
+        return Err("give --accel <template> and --measurements <csv>".into());
+    };
+    let format = Format::parse(&a.from).ok_or_else(|| {
+        format!(
+            "--from {}: unknown format; give one of {}",
+            a.from,
+            Format::NAMES
+        )
+    })?;
+    let split = match (a.folds, a.holdout) {
+        (_, Some(f)) => Split::Holdout(f),
+        (Some(k), None) => Split::Folds(k),
+        (None, None) => Split::Folds(5),
+    };
+    let cfg = Config {
+        accel,
+        measurements,
+        format,
+        format_name: a.from.clone(),
+        split,
+        params: a.params,
+        seed: a.seed,
+    };
+    if let Some(p) = &a.write_measurements {
+        let (rows, _) = super::measure::import(format, &cfg.measurements)?;
+        let f = std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        super::measure::write_tidy(&rows, f)?;
+    }
+    let o = super::run(&cfg)?;
+    if let Some(p) = &a.out {
+        std::fs::write(p, &o.calibrated_toml).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    if let Some(p) = &a.write_predictions {
+        let mut w = csv::Writer::from_path(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        for r in &o.per_row {
+            w.serialize(r)?;
+        }
+        w.flush()?;
+    }
+    match a.format {
+        OutFormat::Table => write!(out, "{}", table(&o))?,
+        OutFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&o)?)?,
+    }
+    Ok(())
+}

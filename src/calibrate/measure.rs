@@ -1,0 +1,615 @@
+//! Measurement files: one tidy CSV format, and importers that turn the shipped
+//! reference tables into it.
+//!
+//! The format (one measured number per row; header names, any column order):
+//!
+//! | column | required | meaning |
+//! |---|---|---|
+//! | `op` | one of `op`/`workload` | a one-line op spec, e.g. `gemm m=1024 n=1024 k=1024 dtype=fp16` |
+//! | `workload` | one of `op`/`workload` | a workload file (relative paths: to the CSV's folder) |
+//! | `batch` | no | the workload's batch size |
+//! | `metric` | yes | `latency_us`, `energy_uj`, `power_w` or `cycles` |
+//! | `value` | yes | the measured number, > 0 |
+//! | `repeats` | no | how many timed runs the value summarizes |
+//! | `std` | no | their standard deviation, in the metric's unit |
+//! | `mode` | no | `eager` or `graph`: how the kernels were issued (default: the template's `model.mode`) |
+//! | `device` | no | what was measured |
+//! | `source` | no | where the number comes from |
+//! | `group` | no | a label for per-group error reports (default: the op kind, e.g. `gemm`) |
+//!
+//! Row numbers in errors are the file's line numbers (the header is line 1).
+
+use super::CalibrateError;
+use crate::arch::gpu::Mode;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What a row measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    LatencyUs,
+    EnergyUj,
+    PowerW,
+    Cycles,
+}
+
+impl Metric {
+    pub fn parse(s: &str) -> Option<Metric> {
+        Some(match s.trim() {
+            "latency_us" => Metric::LatencyUs,
+            "energy_uj" => Metric::EnergyUj,
+            "power_w" => Metric::PowerW,
+            "cycles" => Metric::Cycles,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::LatencyUs => "latency_us",
+            Metric::EnergyUj => "energy_uj",
+            Metric::PowerW => "power_w",
+            Metric::Cycles => "cycles",
+        }
+    }
+}
+
+/// What was run: an op spec or a workload file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Target {
+    Op(String),
+    Workload { path: PathBuf, batch: Option<usize> },
+}
+
+impl Target {
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Op(s) => s.clone(),
+            Target::Workload { path, batch } => match batch {
+                Some(b) => format!("{} (batch {b})", path.display()),
+                None => path.display().to_string(),
+            },
+        }
+    }
+}
+
+/// One measured number.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    /// Line in the source file (header = 1), for errors.
+    pub line: u64,
+    pub target: Target,
+    pub metric: Metric,
+    pub value: f64,
+    pub repeats: Option<u64>,
+    pub std: Option<f64>,
+    pub mode: Option<Mode>,
+    pub device: String,
+    pub source: String,
+    pub group: String,
+}
+
+fn mode_name(m: Option<Mode>) -> &'static str {
+    match m {
+        Some(Mode::Eager) => "eager",
+        Some(Mode::Graph) => "graph",
+        None => "",
+    }
+}
+
+/// Writes rows in the tidy format (the inverse of `read_tidy`).
+pub fn write_tidy<W: std::io::Write>(rows: &[Measurement], w: W) -> Result<(), csv::Error> {
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record([
+        "op", "workload", "batch", "metric", "value", "repeats", "std", "mode", "device", "source",
+        "group",
+    ])?;
+    for r in rows {
+        let (op, wl, batch) = match &r.target {
+            Target::Op(s) => (s.clone(), String::new(), String::new()),
+            Target::Workload { path, batch } => (
+                String::new(),
+                path.display().to_string(),
+                batch.map(|b| b.to_string()).unwrap_or_default(),
+            ),
+        };
+        out.write_record([
+            op,
+            wl,
+            batch,
+            r.metric.name().to_string(),
+            format!("{}", r.value),
+            r.repeats.map(|x| x.to_string()).unwrap_or_default(),
+            r.std.map(|x| x.to_string()).unwrap_or_default(),
+            mode_name(r.mode).to_string(),
+            r.device.clone(),
+            r.source.clone(),
+            r.group.clone(),
+        ])?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A CSV read into header → column index, with errors that name the file and line.
+struct Table {
+    path: PathBuf,
+    cols: HashMap<String, usize>,
+    header: Vec<String>,
+    rows: Vec<(u64, csv::StringRecord)>,
+}
+
+impl Table {
+    fn read(path: &Path) -> Result<Table, CalibrateError> {
+        let io = |message: String| CalibrateError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_path(path)
+            .map_err(|e| io(format!("cannot read: {e}")))?;
+        let header: Vec<String> = rdr
+            .headers()
+            .map_err(|e| io(format!("cannot read the header: {e}")))?
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cols = header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.clone(), i))
+            .collect();
+        let mut rows = Vec::new();
+        loop {
+            // The line the next record starts on (the header is line 1).
+            // (the reader reports line 1 before the first record: the header is line 1).
+            let line = rdr.position().line().max(2);
+            let mut rec = csv::StringRecord::new();
+            match rdr.read_record(&mut rec) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(io(format!("malformed CSV: {e}"))),
+            }
+            if rec.iter().all(|f| f.is_empty()) {
+                continue;
+            }
+            rows.push((line, rec));
+        }
+        Ok(Table {
+            path: path.to_path_buf(),
+            cols,
+            header,
+            rows,
+        })
+    }
+
+    fn require(&self, names: &[&str], what: &str) -> Result<(), CalibrateError> {
+        for n in names {
+            if !self.cols.contains_key(*n) {
+                return Err(CalibrateError::File {
+                    path: self.path.clone(),
+                    message: format!(
+                        "missing column '{n}' (the header has: {}); {what}",
+                        self.header.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn get<'a>(&self, rec: &'a csv::StringRecord, col: &str) -> &'a str {
+        self.cols.get(col).and_then(|&i| rec.get(i)).unwrap_or("")
+    }
+
+    fn row_err(&self, line: u64, message: String) -> CalibrateError {
+        CalibrateError::Row {
+            path: self.path.clone(),
+            line,
+            message,
+        }
+    }
+
+    fn number(&self, line: u64, rec: &csv::StringRecord, col: &str) -> Result<f64, CalibrateError> {
+        let s = self.get(rec, col);
+        let v: f64 = s.parse().map_err(|_| {
+            self.row_err(
+                line,
+                format!("column '{col}': '{s}' is not a number; write a decimal such as 12.5"),
+            )
+        })?;
+        if !v.is_finite() {
+            return Err(self.row_err(line, format!("column '{col}': '{s}' is not finite")));
+        }
+        Ok(v)
+    }
+
+    fn positive(
+        &self,
+        line: u64,
+        rec: &csv::StringRecord,
+        col: &str,
+    ) -> Result<f64, CalibrateError> {
+        let v = self.number(line, rec, col)?;
+        if v <= 0.0 {
+            return Err(self.row_err(
+                line,
+                format!("column '{col}': {v} must be > 0 (a measured time, energy or power)"),
+            ));
+        }
+        Ok(v)
+    }
+
+    fn count(
+        &self,
+        line: u64,
+        rec: &csv::StringRecord,
+        col: &str,
+    ) -> Result<Option<u64>, CalibrateError> {
+        let s = self.get(rec, col);
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse::<u64>().map(Some).map_err(|_| {
+            self.row_err(
+                line,
+                format!("column '{col}': '{s}' is not a whole number ≥ 0"),
+            )
+        })
+    }
+}
+
+/// The op kind of a spec (its first word), the default group.
+pub fn op_kind(spec: &str) -> String {
+    spec.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// Reads a measurement file in the tidy format (see the module docs).
+pub fn read_tidy(path: &Path) -> Result<Vec<Measurement>, CalibrateError> {
+    let t = Table::read(path)?;
+    t.require(
+        &["metric", "value"],
+        "a measurement file needs op (or workload), metric and value columns",
+    )?;
+    if !t.cols.contains_key("op") && !t.cols.contains_key("workload") {
+        return Err(CalibrateError::File {
+            path: path.to_path_buf(),
+            message: format!(
+                "missing column 'op' or 'workload' (the header has: {}); each row names a one-line op spec or a workload file",
+                t.header.join(", ")
+            ),
+        });
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (line, rec) in &t.rows {
+        let line = *line;
+        let (op, wl) = (t.get(rec, "op"), t.get(rec, "workload"));
+        let target = match (op.is_empty(), wl.is_empty()) {
+            (false, true) => Target::Op(op.to_string()),
+            (true, false) => {
+                let batch = t.count(line, rec, "batch")?.map(|b| b as usize);
+                let p = Path::new(wl);
+                Target::Workload {
+                    path: if p.is_relative() {
+                        base.join(p)
+                    } else {
+                        p.to_path_buf()
+                    },
+                    batch,
+                }
+            }
+            (true, true) => {
+                return Err(t.row_err(line, "give an op spec or a workload file".into()))
+            }
+            (false, false) => {
+                return Err(t.row_err(line, "give an op spec or a workload file, not both".into()))
+            }
+        };
+        let m = t.get(rec, "metric");
+        let metric = Metric::parse(m).ok_or_else(|| {
+            t.row_err(
+                line,
+                format!("metric '{m}' is not one of latency_us, energy_uj, power_w, cycles"),
+            )
+        })?;
+        let value = t.positive(line, rec, "value")?;
+        let std = match t.get(rec, "std") {
+            "" => None,
+            _ => {
+                let s = t.number(line, rec, "std")?;
+                if s < 0.0 {
+                    return Err(t.row_err(line, format!("column 'std': {s} must be ≥ 0")));
+                }
+                Some(s)
+            }
+        };
+        let mode = match t.get(rec, "mode") {
+            "" => None,
+            "eager" => Some(Mode::Eager),
+            "graph" => Some(Mode::Graph),
+            other => {
+                return Err(t.row_err(
+                    line,
+                    format!("mode '{other}' is not 'eager' or 'graph' (or empty)"),
+                ))
+            }
+        };
+        let group = match t.get(rec, "group") {
+            "" => match &target {
+                Target::Op(s) => op_kind(s),
+                Target::Workload { .. } => "network".into(),
+            },
+            g => g.to_string(),
+        };
+        out.push(Measurement {
+            line,
+            target,
+            metric,
+            value,
+            repeats: t.count(line, rec, "repeats")?,
+            std,
+            mode,
+            device: t.get(rec, "device").to_string(),
+            source: t.get(rec, "source").to_string(),
+            group,
+        });
+    }
+    if out.is_empty() {
+        return Err(CalibrateError::File {
+            path: path.to_path_buf(),
+            message: "no measurement rows".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The reference tables an importer reads (`--from`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The tidy format above.
+    Tidy,
+    /// Baidu DeepBench GEMM results (`deepbench_gemm_v100.csv`): M, N, K, precision, time_us.
+    DeepbenchGemm,
+    /// DeepBench convolutions (`deepbench_conv_v100.csv`): forward times.
+    DeepbenchConv,
+    /// The H200 kernel table (`h200_kernels_train.csv`): eager PyTorch medians.
+    H200Kernels,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        Some(match s {
+            "tidy" | "coex" => Format::Tidy,
+            "deepbench-gemm" => Format::DeepbenchGemm,
+            "deepbench-conv" => Format::DeepbenchConv,
+            "h200-kernels" => Format::H200Kernels,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static str = "tidy, deepbench-gemm, deepbench-conv, h200-kernels";
+}
+
+/// Rows an importer left out, with why (reported, never silent).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Skipped {
+    pub line: u64,
+    pub why: String,
+}
+
+/// Reads `path` in `format` into tidy rows, and the rows it skipped.
+pub fn import(
+    format: Format,
+    path: &Path,
+) -> Result<(Vec<Measurement>, Vec<Skipped>), CalibrateError> {
+    match format {
+        Format::Tidy => Ok((read_tidy(path)?, vec![])),
+        Format::DeepbenchGemm => deepbench_gemm(path),
+        Format::DeepbenchConv => deepbench_conv(path),
+        Format::H200Kernels => h200_kernels(path),
+    }
+}
+
+fn deepbench_dtype(precision: &str) -> &'static str {
+    if precision.starts_with("fp16") {
+        "fp16"
+    } else {
+        "fp32"
+    }
+}
+
+fn deepbench_gemm(path: &Path) -> Result<(Vec<Measurement>, Vec<Skipped>), CalibrateError> {
+    let t = Table::read(path)?;
+    t.require(
+        &["precision", "M", "N", "K", "time_us"],
+        "is this a DeepBench GEMM table (deepbench_gemm_v100.csv)?",
+    )?;
+    let mut out = Vec::new();
+    for (line, rec) in &t.rows {
+        let line = *line;
+        let [m, n, k] = ["M", "N", "K"].map(|c| t.count(line, rec, c));
+        let (m, n, k) = (m?, n?, k?);
+        let (Some(m), Some(n), Some(k)) = (m, n, k) else {
+            return Err(t.row_err(line, "M, N and K must be given".into()));
+        };
+        let dtype = deepbench_dtype(t.get(rec, "precision"));
+        out.push(Measurement {
+            line,
+            target: Target::Op(format!("gemm m={m} n={n} k={k} dtype={dtype}")),
+            metric: Metric::LatencyUs,
+            value: t.positive(line, rec, "time_us")?,
+            repeats: None,
+            std: None,
+            mode: Some(Mode::Graph),
+            device: t.get(rec, "device").to_string(),
+            source: "Baidu DeepBench (cuBLAS kernel time)".into(),
+            group: format!("gemm-{dtype}"),
+        });
+    }
+    Ok((out, vec![]))
+}
+
+fn deepbench_conv(path: &Path) -> Result<(Vec<Measurement>, Vec<Skipped>), CalibrateError> {
+    let t = Table::read(path)?;
+    t.require(
+        &[
+            "precision",
+            "N",
+            "C",
+            "H",
+            "W",
+            "K",
+            "R",
+            "S",
+            "pad_h",
+            "pad_w",
+            "stride_h",
+            "stride_w",
+            "fwd_us",
+        ],
+        "is this a DeepBench convolution table (deepbench_conv_v100.csv)?",
+    )?;
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for (line, rec) in &t.rows {
+        let line = *line;
+        let mut v = HashMap::new();
+        for c in [
+            "N", "C", "H", "W", "K", "R", "S", "pad_h", "pad_w", "stride_h", "stride_w",
+        ] {
+            let x = t.count(line, rec, c)?.ok_or_else(|| {
+                t.row_err(line, format!("column '{c}' is empty; give a whole number"))
+            })?;
+            v.insert(c, x);
+        }
+        if v["pad_h"] != v["pad_w"] || v["stride_h"] != v["stride_w"] {
+            skipped.push(Skipped {
+                line,
+                why: "unequal padding or stride per axis (op specs take one pad and stride)".into(),
+            });
+            continue;
+        }
+        if t.get(rec, "fwd_us").is_empty() {
+            skipped.push(Skipped {
+                line,
+                why: "no forward time".into(),
+            });
+            continue;
+        }
+        let dtype = deepbench_dtype(t.get(rec, "precision"));
+        out.push(Measurement {
+            line,
+            target: Target::Op(format!(
+                "conv2d n={} c={} h={} w={} k={} r={} s={} stride={} pad={} dtype={dtype}",
+                v["N"], v["C"], v["H"], v["W"], v["K"], v["R"], v["S"], v["stride_h"], v["pad_h"]
+            )),
+            metric: Metric::LatencyUs,
+            value: t.positive(line, rec, "fwd_us")?,
+            repeats: None,
+            std: None,
+            mode: Some(Mode::Graph),
+            device: t.get(rec, "device").to_string(),
+            source: format!(
+                "Baidu DeepBench (cuDNN forward, {})",
+                t.get(rec, "fwd_algorithm")
+            ),
+            group: format!("conv-{dtype}"),
+        });
+    }
+    Ok((out, skipped))
+}
+
+/// Turns the table's vector rows (`add rows=R cols=C dtype=fp16`) into op specs.
+fn vector_spec(spec: &str) -> Option<String> {
+    let mut words = spec.split_whitespace();
+    let kind = words.next()?;
+    let (mut rows, mut cols, mut dtype) = (None, None, "fp16".to_string());
+    for w in words {
+        match w.split_once('=')? {
+            ("rows", v) => rows = v.parse::<u64>().ok(),
+            ("cols", v) => cols = v.parse::<u64>().ok(),
+            ("dtype", v) => dtype = v.to_string(),
+            _ => return None,
+        }
+    }
+    let (r, c) = (rows?, cols?);
+    Some(match kind {
+        "layernorm" | "rmsnorm" => format!("{kind} b=1 seq={r} d={c} dtype={dtype}"),
+        _ => format!("{kind} shape={r}x{c} dtype={dtype}"),
+    })
+}
+
+fn h200_kernels(path: &Path) -> Result<(Vec<Measurement>, Vec<Skipped>), CalibrateError> {
+    let t = Table::read(path)?;
+    t.require(
+        &["section", "spec", "dtype", "time_us"],
+        "is this the H200 kernel table (h200_kernels_train.csv)?",
+    )?;
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for (line, rec) in &t.rows {
+        let line = *line;
+        let section = t.get(rec, "section");
+        let spec = t.get(rec, "spec");
+        if section == "idle" {
+            skipped.push(Skipped {
+                line,
+                why: "idle power row (no kernel)".into(),
+            });
+            continue;
+        }
+        if t.get(rec, "dtype") == "tf32" {
+            skipped.push(Skipped {
+                line,
+                why: "TF32 row: needs model.tf32 = true, which the other fp32 rows do not use"
+                    .into(),
+            });
+            continue;
+        }
+        let op = if section == "vector" {
+            vector_spec(spec)
+                .ok_or_else(|| t.row_err(line, format!("vector spec '{spec}' not understood")))?
+        } else {
+            spec.to_string()
+        };
+        let group = match section {
+            "bmm" => "gemm".to_string(),
+            s => s.to_string(),
+        };
+        out.push(Measurement {
+            line,
+            target: Target::Op(op),
+            metric: Metric::LatencyUs,
+            value: t.positive(line, rec, "time_us")?,
+            repeats: t.count(line, rec, "reps")?,
+            std: None,
+            mode: Some(Mode::Eager),
+            device: "NVIDIA H200 SXM".into(),
+            source: "h200_kernels_train.csv (PyTorch 2.11 eager, median of 5 batches)".into(),
+            group,
+        });
+    }
+    Ok((out, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_rows_become_specs() {
+        assert_eq!(
+            vector_spec("add rows=128 cols=768 dtype=fp16").unwrap(),
+            "add shape=128x768 dtype=fp16"
+        );
+        assert_eq!(
+            vector_spec("layernorm rows=4 cols=8 dtype=fp16").unwrap(),
+            "layernorm b=1 seq=4 d=8 dtype=fp16"
+        );
+    }
+}

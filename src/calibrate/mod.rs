@@ -1,0 +1,721 @@
+//! `coex calibrate`: fit a template's named parameters to measured hardware and report
+//! the error honestly, on rows the fit did not see.
+//!
+//! 1. Rows come from a tidy measurement file or an importer (`measure`).
+//! 2. Every row's op is parsed and lowered once, and costed on the template to prove it
+//!    runs (a row that cannot run is an error naming its line).
+//! 3. The rows are split: K folds (a seeded shuffle, row i of the shuffle in fold i mod K)
+//!    or one held-out fraction. Each split's training rows are fitted from the file's
+//!    values (`fit`: Levenberg–Marquardt on ln(predicted/measured), bounded), and its
+//!    held-out rows predicted with the result. Held-out statistics pool every split's
+//!    held-out predictions (in K-fold, every row exactly once); training statistics
+//!    average the splits'. "Before" is the same with the file's values.
+//! 4. The parameters written out are a fit on all rows.
+//!
+//! Only GPU templates are fitted so far (ASIC/FPGA templates are refused with a clear
+//! error).
+
+pub mod bench;
+pub mod cli;
+pub mod fit;
+pub mod measure;
+pub mod report;
+
+use crate::arch::gpu::{Gpu, Mode};
+use crate::arch::{self, Accelerator};
+use crate::cost::{self, NetworkOptions};
+use crate::lower::{self, LayerWork};
+use crate::workload::{self, spec, Graph};
+use measure::{Measurement, Metric, Skipped, Target};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use report::Stats;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CalibrateError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}")]
+    Row {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {message}")]
+    Template { path: PathBuf, message: String },
+}
+
+/// A parameter `coex calibrate` can fit on a GPU template.
+pub struct GpuParam {
+    /// Its key in the template file.
+    pub key: &'static str,
+    pub bounds: fit::Bounds,
+    get: fn(&Gpu) -> f64,
+    set: fn(&mut Gpu, f64),
+}
+
+/// Every fittable GPU parameter: efficiencies in (0, 1], overheads ≥ 0.
+pub fn gpu_params() -> Vec<GpuParam> {
+    let eff = || fit::Bounds {
+        lo: 1e-3,
+        hi: 1.0,
+        scale: 0.1,
+    };
+    let us = || fit::Bounds {
+        lo: 0.0,
+        hi: 1e4,
+        scale: 1.0,
+    };
+    vec![
+        GpuParam {
+            key: "model.tensor_efficiency",
+            bounds: eff(),
+            get: |g| g.model.tensor_efficiency,
+            set: |g, v| g.model.tensor_efficiency = v,
+        },
+        GpuParam {
+            key: "model.cuda_efficiency",
+            bounds: eff(),
+            get: |g| g.model.cuda_efficiency,
+            set: |g, v| g.model.cuda_efficiency = v,
+        },
+        GpuParam {
+            key: "model.dram_efficiency",
+            bounds: eff(),
+            get: |g| g.model.dram_efficiency,
+            set: |g, v| g.model.dram_efficiency = v,
+        },
+        GpuParam {
+            key: "model.l2_efficiency",
+            bounds: eff(),
+            get: |g| g.model.l2_efficiency,
+            set: |g, v| g.model.l2_efficiency = v,
+        },
+        GpuParam {
+            key: "device.launch_overhead_us",
+            bounds: us(),
+            get: |g| g.device.launch_overhead_us,
+            set: |g, v| g.device.launch_overhead_us = v,
+        },
+        GpuParam {
+            key: "model.dispatch_overhead_us",
+            bounds: us(),
+            get: |g| g.model.dispatch_overhead_us,
+            set: |g, v| g.model.dispatch_overhead_us = v,
+        },
+    ]
+}
+
+/// The parameters fitted when `--params` is not given.
+pub const DEFAULT_GPU_PARAMS: &str = "tensor_efficiency,cuda_efficiency,dram_efficiency,l2_efficiency,launch_overhead_us,dispatch_overhead_us";
+
+/// How to split rows into training and held-out sets.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    Folds(usize),
+    Holdout(f64),
+}
+
+/// What `coex calibrate` was asked to do.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub accel: PathBuf,
+    pub measurements: PathBuf,
+    pub format: measure::Format,
+    pub format_name: String,
+    pub split: Split,
+    /// Parameter names (with or without their `model.`/`device.` prefix).
+    pub params: Vec<String>,
+    pub seed: u64,
+}
+
+/// A measured row, parsed and lowered once.
+#[derive(Clone)]
+pub struct Prepared {
+    pub m: Measurement,
+    graph: Graph,
+    work: Vec<LayerWork>,
+}
+
+/// Training and held-out statistics.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    pub train: Stats,
+    pub heldout: Stats,
+    /// Bootstrap 90% interval of the held-out MAPE.
+    pub heldout_mape_90: [f64; 2],
+}
+
+/// A fitted parameter.
+#[derive(Clone, Debug, Serialize)]
+pub struct ParamResult {
+    pub before: f64,
+    pub after: f64,
+    /// `fitted`, or why it was left unchanged.
+    pub status: String,
+}
+
+/// One measured row with its predictions (held-out ones for "after").
+#[derive(Clone, Debug, Serialize)]
+pub struct RowResult {
+    pub line: u64,
+    pub op: String,
+    pub group: String,
+    pub metric: &'static str,
+    pub measured: f64,
+    pub before: f64,
+    pub after_heldout: f64,
+}
+
+/// Everything `coex calibrate` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub accelerator: String,
+    pub measurements: String,
+    pub rows: usize,
+    pub split: Split,
+    pub seed: u64,
+    pub before: Phase,
+    pub after: Phase,
+    pub params: BTreeMap<String, ParamResult>,
+    /// Held-out statistics by group (op kind or the file's `group` column).
+    pub groups: BTreeMap<String, GroupResult>,
+    pub skipped: Vec<Skipped>,
+    #[serde(skip)]
+    pub per_row: Vec<RowResult>,
+    /// The calibrated template's text.
+    #[serde(skip)]
+    pub calibrated_toml: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupResult {
+    pub before: Stats,
+    pub after: Stats,
+}
+
+/// Loads `path` as a GPU template (other kinds are refused).
+pub fn load_gpu(path: &Path) -> Result<Gpu, CalibrateError> {
+    let acc = arch::load_accelerator(path, &[]).map_err(|e| CalibrateError::Template {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    match acc {
+        Accelerator::Gpu(g) => Ok(g),
+        _ => Err(CalibrateError::Template {
+            path: path.to_path_buf(),
+            message: "calibration fits GPU templates (accelerators/gpu/*.toml) so far; ASIC and FPGA fitting is not implemented".into(),
+        }),
+    }
+}
+
+/// Parses, lowers and test-costs every row on `g`.
+pub fn prepare(
+    rows: Vec<Measurement>,
+    path: &Path,
+    g: &Gpu,
+) -> Result<Vec<Prepared>, CalibrateError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for m in rows {
+        let line = m.line;
+        let row_err = |message: String| CalibrateError::Row {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let graph = match &m.target {
+            Target::Op(s) => spec::single_op_graph(s)
+                .map_err(|e| row_err(format!("op '{s}' does not parse: {e}")))?,
+            Target::Workload { path: w, batch } => workload::load(w, *batch)
+                .map_err(|e| row_err(format!("workload {}: {e}", w.display())))?,
+        };
+        let work = lower::lower(&graph)
+            .map_err(|e| row_err(format!("'{}' cannot be lowered: {e}", m.target.describe())))?;
+        let p = Prepared { m, graph, work };
+        let v = predict(g, &p).map_err(|e| {
+            row_err(format!(
+                "'{}' cannot run on {}: {e}",
+                p.m.target.describe(),
+                g.name
+            ))
+        })?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(row_err(format!(
+                "'{}' predicts {v} {} on {}: the template cannot cost it",
+                p.m.target.describe(),
+                p.m.metric.name(),
+                g.name
+            )));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// The template's prediction of a row's metric (in the metric's unit).
+pub fn predict(g: &Gpu, p: &Prepared) -> Result<f64, cost::CostError> {
+    let mode = p.m.mode.unwrap_or(g.model.mode);
+    let r = if mode == g.model.mode {
+        cost::gpu::evaluate_lowered(&p.graph, &p.work, g, &NetworkOptions::default())?
+    } else {
+        let mut h = g.clone();
+        h.model.mode = mode;
+        cost::gpu::evaluate_lowered(&p.graph, &p.work, &h, &NetworkOptions::default())?
+    };
+    Ok(match p.m.metric {
+        Metric::LatencyUs => r.total.latency_s * 1e6,
+        Metric::EnergyUj => r.total.energy_pj * 1e-6,
+        Metric::PowerW => r.total.energy_pj * 1e-12 / r.total.latency_s,
+        Metric::Cycles => r.total.latency_cycles,
+    })
+}
+
+/// Resolves parameter names (`tensor_efficiency` or `model.tensor_efficiency`).
+pub fn resolve_params(names: &[String]) -> Result<Vec<GpuParam>, CalibrateError> {
+    let mut all = gpu_params();
+    let mut out = Vec::new();
+    for n in names {
+        let n = n.trim();
+        let pos = all
+            .iter()
+            .position(|p| p.key == n || p.key.split_once('.').map(|x| x.1) == Some(n))
+            .ok_or_else(|| {
+                CalibrateError::Usage(format!(
+                    "--params: unknown parameter '{n}'; GPU templates fit {}",
+                    gpu_params()
+                        .iter()
+                        .map(|p| p.key.split_once('.').unwrap().1)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        out.push(all.remove(pos));
+    }
+    if out.is_empty() {
+        return Err(CalibrateError::Usage("--params: give at least one".into()));
+    }
+    Ok(out)
+}
+
+fn with_params(g: &Gpu, params: &[GpuParam], x: &[f64]) -> Gpu {
+    let mut h = g.clone();
+    for (p, &v) in params.iter().zip(x) {
+        (p.set)(&mut h, v);
+    }
+    h
+}
+
+fn predict_all(g: &Gpu, rows: &[&Prepared]) -> Result<Vec<f64>, cost::CostError> {
+    rows.iter().map(|p| predict(g, p)).collect()
+}
+
+/// The residuals ln(predicted / measured) of `rows` under parameters `x`.
+fn residuals(
+    g: &Gpu,
+    params: &[GpuParam],
+    rows: &[&Prepared],
+    x: &[f64],
+) -> Result<Vec<f64>, cost::CostError> {
+    let h = with_params(g, params, x);
+    Ok(predict_all(&h, rows)?
+        .iter()
+        .zip(rows)
+        .map(|(p, r)| (p.max(1e-30) / r.m.value).ln())
+        .collect())
+}
+
+/// Fits `params` of `g` on `rows` from the template's values.
+pub fn fit_rows(
+    g: &Gpu,
+    params: &[GpuParam],
+    rows: &[&Prepared],
+) -> Result<fit::Fit, cost::CostError> {
+    let x0: Vec<f64> = params.iter().map(|p| (p.get)(g)).collect();
+    let bounds: Vec<fit::Bounds> = params.iter().map(|p| p.bounds.clone()).collect();
+    let names: Vec<String> = params.iter().map(|p| p.key.to_string()).collect();
+    fit::levenberg_marquardt(&x0, &bounds, &names, &|x: &[f64]| {
+        residuals(g, params, rows, x)
+    })
+}
+
+/// Training/held-out index sets for `split` over `n` rows, deterministic for `seed`.
+pub fn splits(n: usize, split: Split, seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    match split {
+        Split::Folds(k) => (0..k)
+            .map(|f| {
+                let (mut tr, mut te) = (Vec::new(), Vec::new());
+                for (i, &r) in order.iter().enumerate() {
+                    if i % k == f {
+                        te.push(r)
+                    } else {
+                        tr.push(r)
+                    }
+                }
+                (tr, te)
+            })
+            .collect(),
+        Split::Holdout(f) => {
+            let nt = ((n as f64 * f).round() as usize).clamp(1, n.saturating_sub(1));
+            let te = order[..nt].to_vec();
+            let tr = order[nt..].to_vec();
+            vec![(tr, te)]
+        }
+    }
+}
+
+fn mean_stats(s: &[Stats]) -> Stats {
+    let k = s.len().max(1) as f64;
+    let avg = |f: fn(&Stats) -> f64| s.iter().map(f).sum::<f64>() / k;
+    Stats {
+        n: s.iter().map(|x| x.n).sum::<usize>() / s.len().max(1),
+        mape: avg(|x| x.mape),
+        median_ape: avg(|x| x.median_ape),
+        max_ape: avg(|x| x.max_ape),
+        rmse_log: avg(|x| x.rmse_log),
+        kendall_tau: avg(|x| x.kendall_tau),
+        spearman_rho: avg(|x| x.spearman_rho),
+    }
+}
+
+/// Runs a calibration: load, prepare, cross-validate, fit on all rows, write the text
+/// of the calibrated template.
+pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
+    let g = load_gpu(&cfg.accel)?;
+    let params = resolve_params(&cfg.params)?;
+    let (rows, skipped) = measure::import(cfg.format, &cfg.measurements)?;
+    let rows = prepare(rows, &cfg.measurements, &g)?;
+    let n = rows.len();
+    let cost_err = |e: cost::CostError| CalibrateError::File {
+        path: cfg.measurements.clone(),
+        message: format!("costing the rows failed: {e}"),
+    };
+    let few = |have: usize, what: &str| {
+        CalibrateError::File {
+        path: cfg.measurements.clone(),
+        message: format!(
+            "{have} {what} for {} parameters ({}); a fit needs more rows than parameters: add rows, or fit fewer with --params",
+            params.len(),
+            params.iter().map(|p| p.key).collect::<Vec<_>>().join(", ")
+        ),
+    }
+    };
+    if n <= params.len() {
+        return Err(few(n, "rows"));
+    }
+    match cfg.split {
+        Split::Folds(k) if k < 2 || k > n => {
+            return Err(CalibrateError::Usage(format!(
+                "--folds {k}: give 2 to {n} (the number of rows)"
+            )))
+        }
+        Split::Holdout(f) if !(f > 0.0 && f < 1.0) => {
+            return Err(CalibrateError::Usage(format!(
+                "--holdout {f}: give a fraction between 0 and 1, e.g. 0.2"
+            )))
+        }
+        _ => {}
+    }
+    let sets = splits(n, cfg.split, cfg.seed);
+    for (tr, _) in &sets {
+        if tr.len() <= params.len() {
+            return Err(few(tr.len(), "training rows in a split"));
+        }
+    }
+    let meas: Vec<f64> = rows.iter().map(|r| r.m.value).collect();
+    let before_pred = predict_all(&g, &rows.iter().collect::<Vec<_>>()).map_err(cost_err)?;
+    let mut after_pred = vec![f64::NAN; n];
+    let (mut tr_before, mut tr_after) = (Vec::new(), Vec::new());
+    let mut heldout_idx = Vec::new();
+    for (tr, te) in &sets {
+        let train: Vec<&Prepared> = tr.iter().map(|&i| &rows[i]).collect();
+        let test: Vec<&Prepared> = te.iter().map(|&i| &rows[i]).collect();
+        let f = fit_rows(&g, &params, &train).map_err(cost_err)?;
+        let h = with_params(&g, &params, &f.x);
+        let pt = predict_all(&h, &train).map_err(cost_err)?;
+        let mt: Vec<f64> = tr.iter().map(|&i| meas[i]).collect();
+        tr_after.push(report::stats(&pt, &mt));
+        let bt: Vec<f64> = tr.iter().map(|&i| before_pred[i]).collect();
+        tr_before.push(report::stats(&bt, &mt));
+        for (&i, v) in te.iter().zip(predict_all(&h, &test).map_err(cost_err)?) {
+            after_pred[i] = v;
+        }
+        heldout_idx.extend_from_slice(te);
+    }
+    heldout_idx.sort_unstable();
+    heldout_idx.dedup();
+    let pick = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let hm = pick(&meas, &heldout_idx);
+    let (hb, ha) = (
+        pick(&before_pred, &heldout_idx),
+        pick(&after_pred, &heldout_idx),
+    );
+    let phase = |train: Stats, pred: &[f64], salt: u64| Phase {
+        train,
+        heldout: report::stats(pred, &hm),
+        heldout_mape_90: report::bootstrap_mape_90(pred, &hm, 2000, cfg.seed ^ salt),
+    };
+    let before = phase(mean_stats(&tr_before), &hb, 1);
+    let after = phase(mean_stats(&tr_after), &ha, 2);
+    let mut groups = BTreeMap::new();
+    let mut names: Vec<&str> = heldout_idx
+        .iter()
+        .map(|&i| rows[i].m.group.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let idx: Vec<usize> = heldout_idx
+            .iter()
+            .cloned()
+            .filter(|&i| rows[i].m.group == name)
+            .collect();
+        let m = pick(&meas, &idx);
+        groups.insert(
+            name.to_string(),
+            GroupResult {
+                before: report::stats(&pick(&before_pred, &idx), &m),
+                after: report::stats(&pick(&after_pred, &idx), &m),
+            },
+        );
+    }
+    // The parameters written out: a fit on every row.
+    let all: Vec<&Prepared> = rows.iter().collect();
+    let full = fit_rows(&g, &params, &all).map_err(cost_err)?;
+    let mut presult = BTreeMap::new();
+    for (i, p) in params.iter().enumerate() {
+        let status = full
+            .unidentifiable
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, why)| format!("unidentifiable: {why}; left unchanged"))
+            .unwrap_or_else(|| "fitted".into());
+        presult.insert(
+            p.key.to_string(),
+            ParamResult {
+                before: (p.get)(&g),
+                after: full.x[i],
+                status,
+            },
+        );
+    }
+    let per_row = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RowResult {
+            line: r.m.line,
+            op: r.m.target.describe(),
+            group: r.m.group.clone(),
+            metric: r.m.metric.name(),
+            measured: r.m.value,
+            before: before_pred[i],
+            after_heldout: after_pred[i],
+        })
+        .collect();
+    let text = std::fs::read_to_string(&cfg.accel).map_err(|e| CalibrateError::Template {
+        path: cfg.accel.clone(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let fitted: Vec<(String, f64)> = presult
+        .iter()
+        .filter(|(_, r)| r.status == "fitted")
+        .map(|(k, r)| (k.clone(), r.after))
+        .collect();
+    let split_text = match cfg.split {
+        Split::Folds(k) => format!("{k}-fold cross-validation"),
+        Split::Holdout(f) => format!("{:.0}% held out", f * 100.0),
+    };
+    let header = format!(
+        "# Calibrated by `coex calibrate` on {date} from {data} ({n} rows{from}).\n\
+         # Fit: bounded Levenberg-Marquardt on ln(predicted/measured) over all rows; fitted: {fitted}.{unid}\n\
+         # Held-out error ({split_text}, seed {seed}): MAPE {mb:.1}% -> {ma:.1}% (90% bootstrap {lo:.1}-{hi:.1}%), \
+         median APE {db:.1}% -> {da:.1}%, Kendall tau {tb:.3} -> {ta:.3}.\n",
+        date = today(),
+        data = cfg.measurements.display(),
+        from = if cfg.format == measure::Format::Tidy {
+            String::new()
+        } else {
+            format!(", imported with --from {}", cfg.format_name)
+        },
+        fitted = if fitted.is_empty() {
+            "none".to_string()
+        } else {
+            fitted.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+        },
+        unid = {
+            let u: Vec<String> = presult
+                .iter()
+                .filter(|(_, r)| r.status != "fitted")
+                .map(|(k, _)| k.clone())
+                .collect();
+            if u.is_empty() {
+                String::new()
+            } else {
+                format!(" Unidentifiable from this data (unchanged): {}.", u.join(", "))
+            }
+        },
+        seed = cfg.seed,
+        mb = before.heldout.mape * 100.0,
+        ma = after.heldout.mape * 100.0,
+        lo = after.heldout_mape_90[0] * 100.0,
+        hi = after.heldout_mape_90[1] * 100.0,
+        db = before.heldout.median_ape * 100.0,
+        da = after.heldout.median_ape * 100.0,
+        tb = before.heldout.kendall_tau,
+        ta = after.heldout.kendall_tau,
+    );
+    let body = rewrite_toml(&text, &fitted).map_err(|message| CalibrateError::Template {
+        path: cfg.accel.clone(),
+        message,
+    })?;
+    Ok(Outcome {
+        accelerator: g.name.clone(),
+        measurements: cfg.measurements.display().to_string(),
+        rows: n,
+        split: cfg.split,
+        seed: cfg.seed,
+        before,
+        after,
+        params: presult,
+        groups,
+        skipped,
+        per_row,
+        calibrated_toml: header + &body,
+    })
+}
+
+/// A float as TOML writes it, to 4 significant digits, always with a decimal point.
+fn toml_float(v: f64) -> String {
+    if v == 0.0 {
+        return "0.0".into();
+    }
+    let digits = (3 - v.abs().log10().floor() as i32).max(1) as usize;
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').to_string()
+    } else {
+        s
+    };
+    if s.ends_with('.') {
+        s + "0"
+    } else {
+        s
+    }
+}
+
+/// Replaces the values of `keys` (`section.key`) in a template's text, keeping every
+/// other byte (comments, order, layout) so the calibrated file diffs cleanly; a key the
+/// file omits (a default) is added right after its section's header.
+pub fn rewrite_toml(text: &str, keys: &[(String, f64)]) -> Result<String, String> {
+    let mut lines: Vec<String> = text.lines().map(|l| l.to_string()).collect();
+    for (key, v) in keys {
+        let (section, name) = key
+            .split_once('.')
+            .ok_or_else(|| format!("key '{key}' has no section"))?;
+        let head = lines
+            .iter()
+            .position(|l| l.trim() == format!("[{section}]"))
+            .ok_or_else(|| format!("no [{section}] table to write '{key}' into"))?;
+        let end = lines[head + 1..]
+            .iter()
+            .position(|l| l.trim_start().starts_with('['))
+            .map(|p| head + 1 + p)
+            .unwrap_or(lines.len());
+        let found = (head + 1..end).find(|&i| {
+            let t = lines[i].trim_start();
+            t.strip_prefix(name)
+                .map(|rest| rest.trim_start().starts_with('='))
+                .unwrap_or(false)
+        });
+        match found {
+            Some(i) => {
+                let l = &lines[i];
+                let eq = l.find('=').expect("found a '='");
+                let comment = l[eq..].find(" #").map(|c| l[eq + c..].to_string());
+                lines[i] = format!(
+                    "{} {}{}",
+                    &l[..=eq],
+                    toml_float(*v),
+                    comment.unwrap_or_default()
+                );
+            }
+            None => lines.insert(head + 1, format!("{name} = {}", toml_float(*v))),
+        }
+    }
+    let mut out = lines.join("\n");
+    if text.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Today's UTC date, YYYY-MM-DD (civil-from-days, Hinnant's algorithm).
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The mode a row is costed in (its own, else the template's).
+pub fn row_mode(g: &Gpu, m: &Measurement) -> Mode {
+    m.mode.unwrap_or(g.model.mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_keeps_layout_and_comments() {
+        let t = "# top\n[device]\nlaunch_overhead_us = 3.0 # note\n[model]\ntensor_efficiency = 0.85\nl2_efficiency = 0.7\n";
+        let out = rewrite_toml(
+            t,
+            &[
+                ("model.l2_efficiency".into(), 0.81234),
+                ("device.launch_overhead_us".into(), 2.5),
+                ("model.dispatch_overhead_us".into(), 11.0),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out, "# top\n[device]\nlaunch_overhead_us = 2.5 # note\n[model]\ndispatch_overhead_us = 11.0\ntensor_efficiency = 0.85\nl2_efficiency = 0.8123\n");
+    }
+
+    #[test]
+    fn folds_cover_every_row_once() {
+        let s = splits(23, Split::Folds(5), 7);
+        let mut all: Vec<usize> = s.iter().flat_map(|(_, te)| te.clone()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..23).collect::<Vec<_>>());
+        assert_eq!(s, splits(23, Split::Folds(5), 7));
+    }
+
+    #[test]
+    fn floats_read_back() {
+        for v in [0.85, 11.0, 0.0, 1234.5678, 0.000123] {
+            let s = toml_float(v);
+            assert!(s.contains('.'), "{s}");
+            let back: f64 = s.parse().unwrap();
+            assert!((back - v).abs() <= v.abs() * 1e-3, "{v} {s}");
+        }
+    }
+}
