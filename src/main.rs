@@ -321,9 +321,10 @@ enum PlotKind {
         #[command(flatten)]
         size: PlotSize,
     },
-    /// Predicted against measured, before and after, from `coex calibrate --format json`.
+    /// Predicted against measured, before and after, from a `coex calibrate` report folder.
     Calibration {
-        report_json: PathBuf,
+        /// The folder `coex calibrate` wrote (--report-dir; default runs/calibrate-<name>).
+        dir: PathBuf,
         #[arg(long, short, default_value = "calibration.png")]
         out: PathBuf,
         #[command(flatten)]
@@ -399,12 +400,8 @@ fn plot(kind: PlotKind, out: &mut impl Write) -> Result<(), Box<dyn std::error::
             coex::plot::breakdown(&paths, &out, top, size.size())?;
             out
         }
-        PlotKind::Calibration {
-            report_json,
-            out,
-            size,
-        } => {
-            coex::plot::calibration(&report_json, &out, size.size())?;
+        PlotKind::Calibration { dir, out, size } => {
+            coex::plot::calibration(&dir, &out, size.size())?;
             out
         }
     };

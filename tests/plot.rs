@@ -233,28 +233,28 @@ fn every_plot_kind_renders_png_and_svg() {
             "resnet18 on eyeriss",
         ],
     );
-    // A calibration report: predictions by hand around measurements.
-    let rows: Vec<String> = (1..=30)
-        .map(|i| {
-            let m = 10.0 * i as f64;
-            format!(
-                r#"{{"measured": {m}, "before": {}, "after": {}, "heldout": {}}}"#,
-                m * 1.6,
-                m * (1.0 + 0.01 * (i % 7) as f64),
-                i % 5 == 0
-            )
-        })
-        .collect();
-    let report = format!(
-        r#"{{"metric": "latency_us", "rows": [{}], "before": {{"heldout": {{"mape": 60.0, "kendall_tau": 0.9}}}}, "after": {{"heldout": {{"mape": 3.0, "kendall_tau": 0.95}}}}}}"#,
-        rows.join(",")
-    );
-    std::fs::write(d.join("cal.json"), report).unwrap();
+    // A calibration report folder from a real (3-fold) calibration run.
+    let cal = d.join("cal");
+    coex(&[
+        "calibrate",
+        "-a",
+        "accelerators/gpu/v100.toml",
+        "-m",
+        "../shared/reference/deepbench_gemm_v100.csv",
+        "--from",
+        "deepbench-gemm",
+        "--folds",
+        "3",
+        "--report-dir",
+        cal.to_str().unwrap(),
+    ]);
+    assert_png(&cal.join("calibration.png"), 1000, 700);
+    assert!(cal.join("report.html").is_file());
     for ext in ["png", "svg"] {
         coex(&[
             "plot",
             "calibration",
-            &p("cal.json"),
+            cal.to_str().unwrap(),
             "-o",
             &p(&format!("c.{ext}")),
         ]);

@@ -292,5 +292,8 @@ fn fpga_ilp_time_limit_is_range_checked() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("ilp_time_limit_s") && err.contains("86400"), "{err}");
+    assert!(
+        err.contains("ilp_time_limit_s") && err.contains("86400"),
+        "{err}"
+    );
 }

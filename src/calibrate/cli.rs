@@ -49,6 +49,13 @@ pub struct CalibrateArgs {
     /// Also write every row's measured, uncalibrated and held-out predictions to this CSV.
     #[arg(long)]
     pub write_predictions: Option<PathBuf>,
+    /// Folder for report.json, predictions.csv, calibration.png/.svg and report.html
+    /// (default: runs/calibrate-<template file name>).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Skip the report folder.
+    #[arg(long)]
+    pub no_plots: bool,
     /// Print a PyTorch benchmark script for this kind of device (gpu) instead of fitting.
     #[arg(long, value_name = "KIND")]
     pub emit_bench: Option<String>,
@@ -144,6 +151,13 @@ pub fn run(a: CalibrateArgs, out: &mut impl Write) -> Result<(), Box<dyn std::er
         (Some(k), None) => Split::Folds(k),
         (None, None) => Split::Folds(5),
     };
+    let report_dir = a.report_dir.clone().unwrap_or_else(|| {
+        let stem = accel
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "gpu".into());
+        PathBuf::from("runs").join(format!("calibrate-{stem}"))
+    });
     let cfg = Config {
         accel,
         measurements,
@@ -162,16 +176,41 @@ pub fn run(a: CalibrateArgs, out: &mut impl Write) -> Result<(), Box<dyn std::er
     if let Some(p) = &a.out {
         std::fs::write(p, &o.calibrated_toml).map_err(|e| format!("{}: {e}", p.display()))?;
     }
-    if let Some(p) = &a.write_predictions {
+    let write_predictions = |p: &std::path::Path| -> Result<(), Box<dyn std::error::Error>> {
         let mut w = csv::Writer::from_path(p).map_err(|e| format!("{}: {e}", p.display()))?;
         for r in &o.per_row {
             w.serialize(r)?;
         }
         w.flush()?;
+        Ok(())
+    };
+    if let Some(p) = &a.write_predictions {
+        write_predictions(p)?;
     }
     match a.format {
         OutFormat::Table => write!(out, "{}", table(&o))?,
         OutFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&o)?)?,
+    }
+    if !a.no_plots {
+        let d = &report_dir;
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::write(d.join("report.json"), serde_json::to_string_pretty(&o)?)
+            .map_err(|e| format!("{}: {e}", d.display()))?;
+        write_predictions(&d.join("predictions.csv"))?;
+        for ext in ["png", "svg"] {
+            let size = crate::plot::Size::default();
+            crate::plot::calibration(d, &d.join(format!("calibration.{ext}")), size)?;
+        }
+        let html = crate::plot::html::report(d)?;
+        if matches!(a.format, OutFormat::Table) {
+            writeln!(
+                out,
+                "report: {} (figures {}/calibration.png, .svg; rows {}/predictions.csv)",
+                html.display(),
+                d.display(),
+                d.display()
+            )?;
+        }
     }
     Ok(())
 }

@@ -173,6 +173,9 @@ pub struct RowResult {
     pub measured: f64,
     pub before: f64,
     pub after_heldout: f64,
+    /// The prediction of the template fitted on every row (this row included): the
+    /// in-sample fit, beside the held-out prediction.
+    pub after_fit: f64,
 }
 
 /// Everything `coex calibrate` reports.
@@ -508,6 +511,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
             },
         );
     }
+    let fitted_all = predict_all(&with_params(&g, &params, &full.x), &all).map_err(cost_err)?;
     let per_row = rows
         .iter()
         .enumerate()
@@ -519,6 +523,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
             measured: r.m.value,
             before: before_pred[i],
             after_heldout: after_pred[i],
+            after_fit: fitted_all[i],
         })
         .collect();
     let text = std::fs::read_to_string(&cfg.accel).map_err(|e| CalibrateError::Template {

@@ -912,38 +912,41 @@ pub fn breakdown(evals: &[&Path], out: &Path, top: usize, size: Size) -> Result<
 }
 
 /// Predicted against measured, log-log, before and after calibration as two panels:
-/// y = x and a ±20% band, training and held-out rows distinguished, held-out MAPE and
-/// Kendall τ in the titles. Reads `coex calibrate --format json`: `rows` (each with
-/// `measured`, `before`, `after`, `heldout`) and `before`/`after` summaries.
-pub fn calibration(report_json: &Path, out: &Path, size: Size) -> Result<(), PlotError> {
-    let v = read_json(report_json)?;
-    let rows = v["rows"].as_array().ok_or_else(|| {
-        data_err(
-            report_json,
-            "no `rows` array: write it with `coex calibrate --format json`",
-        )
-    })?;
-    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-    let pts: Vec<(f64, f64, f64, bool)> = rows
-        .iter()
-        .map(|r| {
-            (
-                get(r, "measured"),
-                get(r, "before"),
-                get(r, "after"),
-                r["heldout"].as_bool().unwrap_or(false),
-            )
-        })
-        .filter(|p| p.0 > 0.0 && p.1 > 0.0 && p.2 > 0.0)
+/// y = x and a ±20% band; after calibration, each row's held-out prediction (the
+/// cross-validation fold that did not see it) and its in-sample fit (the template
+/// fitted on every row) are distinguished; held-out MAPE and Kendall τ in the titles.
+/// Reads a `coex calibrate` report folder: `predictions.csv` (`measured`, `before`,
+/// `after_heldout`, `after_fit`, `metric`) and `report.json` (the summaries).
+pub fn calibration(dir: &Path, out: &Path, size: Size) -> Result<(), PlotError> {
+    let v = read_json(&dir.join("report.json"))?;
+    let t = Table::read(&dir.join("predictions.csv"))?;
+    let (m, b, h) = (
+        t.numbers("measured")?,
+        t.numbers("before")?,
+        t.numbers("after_heldout")?,
+    );
+    let f = t
+        .numbers("after_fit")
+        .unwrap_or_else(|_| vec![f64::NAN; m.len()]);
+    let pts: Vec<(f64, f64, f64, f64)> = (0..m.len())
+        .map(|i| (m[i], b[i], h[i], f[i]))
+        .filter(|p| p.0 > 0.0 && p.1 > 0.0)
         .collect();
     if pts.is_empty() {
         return Err(data_err(
-            report_json,
-            "no row with positive measured, before and after values",
+            &t.path,
+            "no row with positive measured and predicted values",
         ));
     }
-    let unit = v["metric"].as_str().unwrap_or("latency_us").to_string();
-    let all = pts.iter().flat_map(|p| [p.0, p.1, p.2]);
+    let unit = t
+        .strings("metric")
+        .ok()
+        .and_then(|s| s.first().cloned())
+        .unwrap_or_else(|| "latency_us".into());
+    let all = pts
+        .iter()
+        .flat_map(|p| [p.0, p.1, p.2, p.3])
+        .filter(|x| *x > 0.0);
     let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
     });
@@ -952,14 +955,14 @@ pub fn calibration(report_json: &Path, out: &Path, size: Size) -> Result<(), Plo
         let h = &v[phase]["heldout"];
         format!(
             "{phase}: held-out MAPE {:.1}%, Kendall τ {:.2}",
-            h["mape"].as_f64().unwrap_or(f64::NAN),
+            h["mape"].as_f64().unwrap_or(f64::NAN) * 100.0,
             h["kendall_tau"].as_f64().unwrap_or(f64::NAN)
         )
     };
     render!(out, size, |root: DrawingArea<_, Shift>| -> R {
         e(root.fill(&WHITE))?;
         let halves = root.split_evenly((1, 2));
-        for (half, (phase, pick)) in halves.iter().zip([("before", 1usize), ("after", 2)]) {
+        for (half, phase) in halves.iter().zip(["before", "after"]) {
             let mut c = e(ChartBuilder::on(half)
                 .caption(summary(phase), ("sans-serif", 16))
                 .margin(12)
@@ -993,15 +996,31 @@ pub fn calibration(report_json: &Path, out: &Path, size: Size) -> Result<(), Plo
             ))))?
             .label("y = x")
             .legend(|(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], BLACK.stroke_width(1)));
-            let val = |p: &(f64, f64, f64, bool)| if pick == 1 { p.1 } else { p.2 };
-            for (held, colour, name) in [
-                (false, PALETTE[0], "training"),
-                (true, PALETTE[1], "held out"),
-            ] {
-                let these: Vec<(f64, f64)> = pts
-                    .iter()
-                    .filter(|p| p.3 == held)
-                    .map(|p| (p.0.log10(), val(p).log10()))
+            let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = if phase == "before" {
+                vec![(
+                    "uncalibrated",
+                    PALETTE[7],
+                    pts.iter().map(|p| (p.0, p.1)).collect(),
+                )]
+            } else {
+                vec![
+                    (
+                        "training (fit on all rows)",
+                        PALETTE[0],
+                        pts.iter().map(|p| (p.0, p.3)).collect(),
+                    ),
+                    (
+                        "held out (cross-validated)",
+                        PALETTE[1],
+                        pts.iter().map(|p| (p.0, p.2)).collect(),
+                    ),
+                ]
+            };
+            for (name, colour, xy) in series {
+                let these: Vec<(f64, f64)> = xy
+                    .into_iter()
+                    .filter(|(a, b)| *a > 0.0 && *b > 0.0)
+                    .map(|(a, b)| (a.log10(), b.log10()))
                     .collect();
                 e(c.draw_series(these.iter().map(|&p| Circle::new(p, 3, colour.filled()))))?
                     .label(format!("{name} ({})", these.len()))
