@@ -20,6 +20,9 @@ fn register_font() {
 
 type R = Result<(), String>;
 
+/// A named, coloured point set.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
 /// Draws with `$f` on a PNG or SVG backend picked by `$out`'s extension.
 macro_rules! render {
     ($out:expr, $size:expr, $f:expr) => {{
@@ -996,7 +999,7 @@ pub fn calibration(dir: &Path, out: &Path, size: Size) -> Result<(), PlotError> 
             ))))?
             .label("y = x")
             .legend(|(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], BLACK.stroke_width(1)));
-            let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = if phase == "before" {
+            let series: Vec<Series> = if phase == "before" {
                 vec![(
                     "uncalibrated",
                     PALETTE[7],
