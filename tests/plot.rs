@@ -275,6 +275,114 @@ fn every_plot_kind_renders_png_and_svg() {
     );
 }
 
+/// Every kind from the shipped example outputs (examples/README.md), PNG and SVG.
+#[test]
+fn every_plot_kind_renders_from_the_shipped_examples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let ex = |n: &str| {
+        root()
+            .join("examples")
+            .join(n)
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    for ext in ["png", "svg"] {
+        coex(&[
+            "plot",
+            "pareto",
+            &ex("explore-small/points.csv"),
+            "--color",
+            "energy_j",
+            "--limit",
+            "latency_s=0.002",
+            "--log-x",
+            "-o",
+            &o(&format!("p.{ext}")),
+        ]);
+        coex(&[
+            "plot",
+            "heatmap",
+            &ex("explore-small/points.csv"),
+            "--x",
+            "hw.array.rows",
+            "--y",
+            "hw.level.GLB.size_kib",
+            "-o",
+            &o(&format!("h.{ext}")),
+        ]);
+        coex(&[
+            "plot",
+            "roofline",
+            &ex("eval-resnet18-eyeriss.json"),
+            "-o",
+            &o(&format!("r.{ext}")),
+        ]);
+        coex(&[
+            "plot",
+            "breakdown",
+            &ex("eval-resnet18-eyeriss.json"),
+            &ex("eval-resnet18-systolic_ws.json"),
+            "-o",
+            &o(&format!("b.{ext}")),
+        ]);
+        coex(&[
+            "plot",
+            "calibration",
+            &ex("calibrate-v100"),
+            "-o",
+            &o(&format!("c.{ext}")),
+        ]);
+    }
+    let d = tmp.path();
+    assert_png(&d.join("p.png"), 1000, 700);
+    assert_svg(
+        &d.join("p.svg"),
+        1000,
+        700,
+        &[
+            "accuracy (%)",
+            "latency (ms)",
+            "Pareto front",
+            "spec limit",
+            "energy (mJ)",
+        ],
+    );
+    assert_png(&d.join("h.png"), 1000, 700);
+    assert_svg(
+        &d.join("h.svg"),
+        1000,
+        700,
+        &["hw.array.rows", "hw.level.GLB.size_kib", "best"],
+    );
+    assert_png(&d.join("r.png"), 1000, 700);
+    assert_svg(
+        &d.join("r.svg"),
+        1000,
+        700,
+        &["operational intensity", "compute roof", "DRAM roof"],
+    );
+    assert_png(&d.join("b.png"), 1000, 700);
+    assert_svg(
+        &d.join("b.svg"),
+        1000,
+        700,
+        &[
+            "energy by memory level",
+            "latency by layer",
+            "resnet18 on systolic_ws",
+        ],
+    );
+    assert_png(&d.join("c.png"), 1000, 700);
+    assert_svg(
+        &d.join("c.svg"),
+        1000,
+        700,
+        &["held-out MAPE", "y = x", "held out (cross-validated)"],
+    );
+}
+
 #[test]
 fn a_plot_of_a_missing_column_names_it() {
     let tmp = tempfile::tempdir().unwrap();
