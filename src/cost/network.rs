@@ -552,3 +552,114 @@ fn progress_bar(show: bool, n: usize) -> Option<indicatif::ProgressBar> {
     );
     Some(b)
 }
+
+/// A network lowered once, for costing on many designs (a sweep's fast path): every
+/// kernel in `evaluate_network`'s order with what its cost depends on besides the
+/// design. Totals from [`plan_totals`] equal `evaluate_network`'s bit for bit (same
+/// functions, same summation order).
+pub struct Plan {
+    kernels: Vec<PlanKernel>,
+}
+
+/// An Einsum of a plan: its shape (name cleared), the node context `keep_on_chip`
+/// reads, the caller's id for the shape, and the context bits (input and weight are
+/// network inputs, output is a network output) that with the shape and the design
+/// fix the kernel's cost.
+struct PlanEinsum {
+    shape: Einsum,
+    ctx: NodeContext,
+    id: u32,
+    flags: u8,
+}
+
+enum PlanKernel {
+    Einsum(Box<PlanEinsum>),
+    Vector(crate::lower::VectorOp),
+}
+
+impl Plan {
+    /// Lowers `graph` once; `intern` gives each Einsum shape an id (the same id for
+    /// the same shape, across plans).
+    pub fn new(graph: &Graph, intern: &mut dyn FnMut(&Einsum) -> u32) -> Result<Plan, CostError> {
+        let work = lower::lower(graph)?;
+        let mut kernels = Vec::new();
+        for w in &work {
+            let node = graph.node(w.node);
+            if matches!(node.op, crate::workload::Op::Input { .. }) {
+                continue;
+            }
+            for k in &w.kernels {
+                kernels.push(match k {
+                    Kernel::Einsum(e) => {
+                        let ctx = NodeContext {
+                            network_inputs: graph
+                                .inputs_of(w.node)
+                                .into_iter()
+                                .filter(|&i| {
+                                    matches!(graph.node(i).op, crate::workload::Op::Input { .. })
+                                })
+                                .map(|i| graph.node(i).output.elements())
+                                .collect(),
+                            output_elems: node.output.elements(),
+                            has_consumers: graph.g.neighbors(w.node).next().is_some(),
+                        };
+                        let i = ctx.network_inputs.contains(&e.input.elements()) as u8;
+                        let wt = ctx.network_inputs.contains(&e.weight.elements()) as u8;
+                        let o =
+                            (e.output.elements() == ctx.output_elems && !ctx.has_consumers) as u8;
+                        let shape = shape_key(e);
+                        let id = intern(&shape);
+                        PlanKernel::Einsum(Box::new(PlanEinsum {
+                            shape,
+                            ctx,
+                            id,
+                            flags: i | wt << 1 | o << 2,
+                        }))
+                    }
+                    Kernel::Vector(v) => PlanKernel::Vector(v.clone()),
+                });
+            }
+        }
+        Ok(Plan { kernels })
+    }
+}
+
+/// Network latency (cycles) and energy (pJ) of `plan` on `t`. For each Einsum,
+/// `einsum_cost(shape id, context bits, compute)` returns its (latency, energy): from
+/// the caller's memo of (design, shape id, bits), or by calling `compute`, which maps
+/// the shape through `cache` and charges it as `evaluate_network` does.
+pub fn plan_totals(
+    plan: &Plan,
+    t: &Template,
+    opts: &NetworkOptions,
+    cache: &dyn ScheduleCache,
+    einsum_cost: &mut dyn FnMut(
+        u32,
+        u8,
+        &mut dyn FnMut() -> Result<(f64, f64), CostError>,
+    ) -> Result<(f64, f64), CostError>,
+) -> Result<(f64, f64), CostError> {
+    let (mut latency, mut energy) = (0.0, 0.0);
+    for k in &plan.kernels {
+        let (l, e) = match k {
+            PlanKernel::Einsum(pe) => {
+                let mut compute = || {
+                    let named = &pe.shape;
+                    let (p, s, _) = cache.get_or_map(named, &|| schedule_einsum(named, t, opts))?;
+                    let (mut c, cycles, _) = s.counts_only(&p, t)?;
+                    keep_on_chip(named, &mut c, t, p.elem_bits, &pe.ctx);
+                    let q = quick_with(&p, t, &c, cycles);
+                    Ok((q.latency_cycles, q.energy_pj))
+                };
+                einsum_cost(pe.id, pe.flags, &mut compute)?
+            }
+            PlanKernel::Vector(v) => {
+                let (q, _) = vector_quick(t, v);
+                (q.latency_cycles, q.energy_pj)
+            }
+        };
+        latency += l;
+        energy += e;
+    }
+    Ok((latency, energy))
+}

@@ -10,7 +10,7 @@ use super::accuracy::{Candidate, Provider};
 use super::space::{Point, Space};
 use super::SearchError;
 use crate::arch::Accelerator;
-use crate::cost::network::{evaluate_cached, Schedule, ScheduleCache};
+use crate::cost::network::{evaluate_cached, plan_totals, Plan, Schedule, ScheduleCache};
 use crate::cost::{CostError, NetworkOptions, Objective};
 use crate::lower::Einsum;
 use crate::map::mapper::SearchConfig;
@@ -19,7 +19,7 @@ use crate::workload::Graph;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 type Scheduled = Result<(Problem, Schedule, usize), String>;
 type Slot = Arc<OnceLock<Scheduled>>;
@@ -128,6 +128,8 @@ impl Metrics {
 /// What a network is, once built.
 struct Net {
     graph: Option<Arc<Graph>>,
+    /// The graph lowered once, for the fast path on ASIC designs.
+    plan: Option<Plan>,
     error: String,
     macs: u64,
     params: u64,
@@ -154,6 +156,12 @@ pub struct Evaluator<'s> {
     accels: Mutex<HashMap<String, Arc<Result<Accelerator, String>>>>,
     accuracy: Mutex<HashMap<String, (f64, String)>>,
     provider: Provider,
+    /// Ids of Einsum shapes (across networks) and of designs, for `kernel_costs`.
+    shape_ids: Mutex<HashMap<Einsum, u32>>,
+    design_ids: Mutex<HashMap<String, u32>>,
+    /// (design, shape, context bits) → one Einsum's (latency cycles, energy pJ) on an
+    /// ASIC design: a point then costs one lookup per Einsum (`cost::network::Plan`).
+    kernel_costs: RwLock<HashMap<(u32, u32, u8), (f64, f64)>>,
 }
 
 /// Most graphs kept at once (NB201 has 15,625; a graph is ~100 KB).
@@ -178,6 +186,9 @@ impl<'s> Evaluator<'s> {
             accels: Mutex::default(),
             accuracy: Mutex::default(),
             provider: Provider::new(&space.sweep.accuracy)?,
+            shape_ids: Mutex::default(),
+            design_ids: Mutex::default(),
+            kernel_costs: RwLock::default(),
         })
     }
 
@@ -222,6 +233,7 @@ impl<'s> Evaluator<'s> {
             .or(edges.map(|_| 10));
         match graph.and_then(|g| crate::report::inspect(&g).map(|i| (g, i))) {
             Ok((g, ins)) => Net {
+                plan: Plan::new(&g, &mut |e| self.shape_id(e)).ok(),
                 graph: Some(Arc::new(g)),
                 error: String::new(),
                 macs: ins.total.macs,
@@ -232,6 +244,7 @@ impl<'s> Evaluator<'s> {
                 disconnected,
             },
             Err(e) => Net {
+                plan: None,
                 graph: None,
                 error: format!("network: {e}"),
                 macs: 0,
@@ -260,6 +273,22 @@ impl<'s> Evaluator<'s> {
         (key, a)
     }
 
+    fn shape_id(&self, e: &Einsum) -> u32 {
+        let mut m = self.shape_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.len() as u32;
+        *m.entry(e.clone()).or_insert(n)
+    }
+
+    fn design_id(&self, key: &str) -> u32 {
+        let mut m = self.design_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&i) = m.get(key) {
+            return i;
+        }
+        let n = m.len() as u32;
+        m.insert(key.to_string(), n);
+        n
+    }
+
     /// Latency, energy and area of one point (no accuracy).
     pub fn hardware_metrics(&self, p: &Point) -> HwMetrics {
         let fail = |error: String| HwMetrics {
@@ -278,6 +307,39 @@ impl<'s> Evaluator<'s> {
             Err(e) => return fail(e.clone()),
         };
         let design = self.layers.design(&key);
+        if let (Accelerator::Asic(t), Some(plan)) = (acc, &net.plan) {
+            let did = self.design_id(&key);
+            let mut memo = |sid: u32,
+                            bits: u8,
+                            compute: &mut dyn FnMut() -> Result<(f64, f64), CostError>|
+             -> Result<(f64, f64), CostError> {
+                let k = (did, sid, bits);
+                if let Some(v) = self
+                    .kernel_costs
+                    .read()
+                    .ok()
+                    .and_then(|m| m.get(&k).copied())
+                {
+                    return Ok(v);
+                }
+                let v = compute()?;
+                if let Ok(mut m) = self.kernel_costs.write() {
+                    m.insert(k, v);
+                }
+                Ok(v)
+            };
+            // The same totals as cost::evaluate (README "Explore"; tests/explore.rs checks
+            // every best/ design against `coex eval`).
+            return match plan_totals(plan, t, &self.opts, &design, &mut memo) {
+                Ok((latency_cycles, energy_pj)) => HwMetrics {
+                    latency_s: latency_cycles * t.cycle_s(),
+                    energy_j: energy_pj * 1e-12,
+                    area_mm2: t.area_mm2(),
+                    error: String::new(),
+                },
+                Err(e) => fail(format!("cost: {e}")),
+            };
+        }
         match evaluate_cached(g, acc, &self.opts, Some(&design)) {
             Ok(c) => HwMetrics {
                 latency_s: c.total.latency_s,
