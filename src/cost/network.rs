@@ -624,6 +624,13 @@ impl Plan {
     }
 }
 
+/// One Einsum's (latency cycles, energy pJ), computed on demand.
+pub type KernelCost<'a> = dyn FnMut() -> Result<(f64, f64), CostError> + 'a;
+
+/// The caller's memo: (shape id, context bits, compute) → (latency cycles, energy pJ).
+pub type EinsumCost<'a> =
+    dyn FnMut(u32, u8, &mut KernelCost<'_>) -> Result<(f64, f64), CostError> + 'a;
+
 /// Network latency (cycles) and energy (pJ) of `plan` on `t`. For each Einsum,
 /// `einsum_cost(shape id, context bits, compute)` returns its (latency, energy): from
 /// the caller's memo of (design, shape id, bits), or by calling `compute`, which maps
@@ -633,11 +640,7 @@ pub fn plan_totals(
     t: &Template,
     opts: &NetworkOptions,
     cache: &dyn ScheduleCache,
-    einsum_cost: &mut dyn FnMut(
-        u32,
-        u8,
-        &mut dyn FnMut() -> Result<(f64, f64), CostError>,
-    ) -> Result<(f64, f64), CostError>,
+    einsum_cost: &mut EinsumCost<'_>,
 ) -> Result<(f64, f64), CostError> {
     let (mut latency, mut energy) = (0.0, 0.0);
     for k in &plan.kernels {

@@ -161,8 +161,11 @@ pub struct Evaluator<'s> {
     design_ids: Mutex<HashMap<String, u32>>,
     /// (design, shape, context bits) → one Einsum's (latency cycles, energy pJ) on an
     /// ASIC design: a point then costs one lookup per Einsum (`cost::network::Plan`).
-    kernel_costs: RwLock<HashMap<(u32, u32, u8), (f64, f64)>>,
+    kernel_costs: RwLock<KernelMemo>,
 }
+
+/// (design id, shape id, context bits) → (latency cycles, energy pJ).
+type KernelMemo = HashMap<(u32, u32, u8), (f64, f64)>;
 
 /// Most graphs kept at once (NB201 has 15,625; a graph is ~100 KB).
 const MAX_GRAPHS: usize = 4096;
@@ -311,7 +314,7 @@ impl<'s> Evaluator<'s> {
             let did = self.design_id(&key);
             let mut memo = |sid: u32,
                             bits: u8,
-                            compute: &mut dyn FnMut() -> Result<(f64, f64), CostError>|
+                            compute: &mut crate::cost::network::KernelCost<'_>|
              -> Result<(f64, f64), CostError> {
                 let k = (did, sid, bits);
                 if let Some(v) = self
