@@ -590,12 +590,17 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
             )?;
             if !no_plots {
                 let (png, svg, html) = explore_figures(&dir)?;
+                let name = |p: &std::path::Path| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                };
                 writeln!(
                     out,
-                    "figures: {}, {}\nreport: {}",
-                    png.display(),
-                    svg.display(),
-                    html.display()
+                    "  {}, {}, {} (figures and the one-file report)",
+                    name(&png),
+                    name(&svg),
+                    name(&html)
                 )?;
             }
         }
@@ -697,25 +702,31 @@ fn explore(
     let sw = &r.space.sweep;
     writeln!(
         out,
-        "{}: {:?}, {} points ({} evaluated now, {} feasible) in {:.1} s; layer cache {} hits / {} mapped; mapper budget {} per Einsum",
+        "{}: {:?}, {} points ({} new, {} feasible) in {:.1} s",
         sw.name,
         sw.algorithm,
         r.rows.len(),
         r.evaluated,
         r.rows.iter().filter(|x| x.feasible).count(),
         r.wall_s,
-        r.layer_hits,
-        r.layer_misses,
-        sw.hardware.mapper_budget
     )?;
     writeln!(
         out,
-        "objectives: {}; specs: {}",
+        "layer cache: {} (shape, design) pairs mapped at budget {}, {} hits",
+        r.layer_misses, sw.hardware.mapper_budget, r.layer_hits
+    )?;
+    writeln!(
+        out,
+        "objectives: {}",
         sw.objectives
             .iter()
             .map(|o| o.text())
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(", ")
+    )?;
+    writeln!(
+        out,
+        "specs: {}",
         if sw.specs.is_empty() {
             "none".to_string()
         } else {
@@ -769,12 +780,14 @@ fn explore(
             .iter()
             .map(|&i| r.space.dims[i].column.as_str())
             .collect();
-        let names = names.join("/");
-        writeln!(out, "hardware = {names}")?;
+        writeln!(out, "hardware: the values of, in order,")?;
+        for n in &names {
+            writeln!(out, "  {n}")?;
+        }
     }
     writeln!(
         out,
-        "outputs: {0}/points.csv, {0}/pareto.csv, {0}/best/ (re-run: sh {0}/best/commands.sh), {0}/summary.json",
+        "outputs in {}/:\n  points.csv, pareto.csv, summary.json, best/ (sh best/commands.sh)",
         out_dir.display()
     )?;
     Ok(out_dir.to_path_buf())

@@ -474,7 +474,7 @@ fn resume_after_sigkill_gives_the_same_pareto_csv() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        stdout.contains(&format!("{} evaluated now", total - done)),
+        stdout.contains(&format!("({} new,", total - done)),
         "{stdout}"
     );
     assert_eq!(
