@@ -213,6 +213,15 @@ enum Command {
         #[arg(long)]
         no_plots: bool,
     },
+    /// Multi-task chip (NASAIC): per-task sweeps, then a joint MILP choice under a chip
+    /// area budget, compared with the sequential network-then-hardware baseline.
+    ExploreTasks {
+        /// The task file (TOML: [chip] area_mm2, [[task]] name/sweep/budget).
+        tasks: PathBuf,
+        /// Output folder (default: runs/tasks-<file stem>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Combine the outputs of shard runs (coex explore --shard) into one.
     Merge {
         /// Run folders, each holding points.csv and summary.json.
@@ -603,6 +612,24 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
                     name(&html)
                 )?;
             }
+        }
+        Command::ExploreTasks {
+            tasks,
+            out: out_dir,
+        } => {
+            let file = coex::search::multitask::TaskFile::load(&tasks)?;
+            let dir = out_dir.unwrap_or_else(|| {
+                let stem = tasks.file_stem().unwrap_or_default().to_string_lossy();
+                PathBuf::from(format!("runs/tasks-{stem}"))
+            });
+            let r = coex::search::multitask::run(&file, &dir)?;
+            write!(out, "{}", coex::search::multitask::table(&r, &file))?;
+            writeln!(
+                out,
+                "{:.1} s; wrote {}/tasks.csv, summary.json",
+                r.wall_s,
+                dir.display()
+            )?;
         }
         Command::Merge { dirs, out: out_dir } => {
             let n = coex::search::algo::merge(&dirs, &out_dir, 8)?;

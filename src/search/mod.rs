@@ -16,6 +16,7 @@
 pub mod accuracy;
 pub mod algo;
 pub mod eval;
+pub mod multitask;
 pub mod output;
 pub mod pareto;
 pub mod space;
