@@ -234,13 +234,17 @@ impl<'s> Evaluator<'s> {
             .and_then(|p| p.get("classes"))
             .and_then(|c| c.as_u64())
             .or(edges.map(|_| 10));
-        match graph.and_then(|g| crate::report::inspect(&g).map(|i| (g, i))) {
-            Ok((g, ins)) => Net {
+        let counted = graph.and_then(|g| {
+            let macs: u64 = crate::lower::lower(&g)?.iter().map(|w| w.macs()).sum();
+            Ok((macs, g.params(), g))
+        });
+        match counted {
+            Ok((macs, params, g)) => Net {
                 plan: Plan::new(&g, &mut |e| self.shape_id(e)).ok(),
                 graph: Some(Arc::new(g)),
                 error: String::new(),
-                macs: ins.total.macs,
-                params: ins.total.params,
+                macs,
+                params,
                 json,
                 arch,
                 classes,
