@@ -3,6 +3,7 @@
 //! deepbench_gemm_v100.csv (cuBLAS on a V100).
 
 use coex::arch::gpu::{Gpu, Mode};
+use coex::calibrate::fit::Loss;
 use coex::calibrate::{self, measure, report, Config, Split};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,11 +25,12 @@ fn h200_rows(g: &Gpu, group: &str) -> Vec<(calibrate::Prepared, f64)> {
     let path = reference("h200_kernels_train.csv");
     let (rows, _) = measure::import(measure::Format::H200Kernels, &path).unwrap();
     let rows: Vec<_> = rows.into_iter().filter(|r| r.group == group).collect();
-    calibrate::prepare(rows, &path, g)
+    let d = calibrate::Device::Gpu(g.clone());
+    calibrate::prepare(rows, &path, &d)
         .unwrap()
         .into_iter()
         .map(|p| {
-            let v = calibrate::predict(g, &p).unwrap();
+            let v = calibrate::predict(&d, &p).unwrap();
             (p, v)
         })
         .collect()
@@ -175,16 +177,24 @@ fn large_hopper_gemms_are_not_l2_bound_at_430_tflops() {
 }
 
 fn cv(accel: &str, data: &str, from: measure::Format, name: &str) -> calibrate::Outcome {
+    cv_with(accel, data, from, name, Loss::LeastSquares)
+}
+
+fn cv_with(
+    accel: &str,
+    data: &str,
+    from: measure::Format,
+    name: &str,
+    loss: Loss,
+) -> calibrate::Outcome {
     calibrate::run(&Config {
+        loss,
         accel: root().join(accel),
         measurements: reference(data),
         format: from,
         format_name: name.into(),
         split: Split::Folds(5),
-        params: calibrate::DEFAULT_GPU_PARAMS
-            .split(',')
-            .map(String::from)
-            .collect(),
+        params: vec![],
         seed: 1,
     })
     .unwrap()
@@ -239,13 +249,47 @@ fn h200_heldout_errors_by_group() {
     let g = |k: &str| o.groups[k].after;
     // Targets: GEMM and conv <= 20%, attention <= 25%, GEMM tau >= 0.9. Met: GEMM and
     // attention medians. Missed (figures asserted as achieved, with a small margin):
-    // conv median (depthwise convs are costed as GEMMs) and GEMM tau (dtype-dependent
-    // dispatch floors and unaligned N = 50257 GEMMs).
+    // conv median (20.5%: small convs sit on a host floor above the GEMMs', fp32 convs
+    // vary in how far below peak cuDNN runs them) and GEMM tau (0.79: ~50 rows sit on
+    // the dispatch floor, where measured noise decides the order).
     assert!(g("gemm").median_ape <= 0.20);
     assert!(g("attention").median_ape <= 0.25);
-    assert!(g("conv").median_ape <= 0.33, "{}", g("conv").median_ape);
-    assert!(g("gemm").kendall_tau >= 0.67, "{}", g("gemm").kendall_tau);
+    assert!(g("conv").median_ape <= 0.22, "{}", g("conv").median_ape);
+    assert!(g("gemm").kendall_tau >= 0.75, "{}", g("gemm").kendall_tau);
     assert!(o.after.heldout.rmse_log < o.before.heldout.rmse_log);
+}
+
+/// DeepBench convolutions on a V100 (cuDNN, forward). Winograd for fp32 3×3/5×5 and
+/// DRAM reading a conv's input once (not its im2col volume) took the uncalibrated
+/// MAPE from 43.8% to 20.9%. The robust L1 fit is not swayed by the few fp16 C = 1
+/// rows cuDNN runs ~10× below the model (no tensor-core kernel for them); least
+/// squares follows them and raises the held-out MAPE (asserted below 30% only).
+#[test]
+fn v100_deepbench_conv_heldout_mape_after_calibration() {
+    let run = |loss| {
+        cv_with(
+            "accelerators/gpu/v100.toml",
+            "deepbench_conv_v100.csv",
+            measure::Format::DeepbenchConv,
+            "deepbench-conv",
+            loss,
+        )
+    };
+    for (name, o) in [("ls", run(Loss::LeastSquares)), ("l1", run(Loss::L1))] {
+        let (b, a) = (o.before.heldout, o.after.heldout);
+        eprintln!(
+            "V100 DeepBench conv 5-fold held-out ({name}): MAPE {:.1}% -> {:.1}%, median {:.1}% -> {:.1}%, tau {:.3} -> {:.3}",
+            b.mape * 100.0,
+            a.mape * 100.0,
+            b.median_ape * 100.0,
+            a.median_ape * 100.0,
+            b.kendall_tau,
+            a.kendall_tau
+        );
+        assert_eq!(a.n, 188);
+        assert!(b.mape < 0.22, "uncalibrated {}", b.mape);
+        assert!(a.mape < 0.30, "{name}: {}", a.mape);
+    }
 }
 
 fn coex(args: &[&str]) -> std::process::Output {
@@ -391,7 +435,7 @@ fn bad_measurement_files_name_the_row_and_the_fix() {
         "{e}"
     );
     let e = bad_file(&format!("op,metric,value\n{OK}{OK}{OK}"));
-    assert!(e.contains("3 rows for 6 parameters"), "{e}");
+    assert!(e.contains("3 rows for 8 parameters"), "{e}");
 }
 
 #[test]
@@ -427,4 +471,61 @@ fn emitted_benchmark_script_compiles() {
         Ok(s) => assert!(s.success()),
         Err(e) => eprintln!("python3 not available ({e}); script not compiled"),
     }
+}
+
+/// Eyeriss v1 silicon (JSSC 2017), AlexNet CONV1-5: processing latency and chip power
+/// per layer (10 rows), 5-fold cross-validated. The default ASIC parameters are the
+/// array's efficiency (control and fill cycles the mapping does not show), static
+/// power and the MAC energy; mappings are searched once and held.
+#[test]
+fn eyeriss_silicon_calibration_moves_efficiency_and_energy() {
+    let o = cv(
+        "accelerators/asic/eyeriss.toml",
+        "eyeriss_alexnet_silicon.csv",
+        measure::Format::EyerissSilicon,
+        "eyeriss-silicon",
+    );
+    let (b, a) = (o.before.heldout, o.after.heldout);
+    eprintln!(
+        "Eyeriss AlexNet 5-fold held-out: MAPE {:.1}% -> {:.1}%, median {:.1}% -> {:.1}%",
+        b.mape * 100.0,
+        a.mape * 100.0,
+        b.median_ape * 100.0,
+        a.median_ape * 100.0
+    );
+    for (k, p) in &o.params {
+        eprintln!("  {k}: {} -> {} ({})", p.before, p.after, p.status);
+    }
+    for (g, r) in &o.groups {
+        eprintln!(
+            "  {g}: median APE {:.1}% -> {:.1}%",
+            r.before.median_ape * 100.0,
+            r.after.median_ape * 100.0
+        );
+    }
+    assert_eq!(
+        (a.n, o.skipped.len()),
+        (10, 1),
+        "5 layers x 2 metrics; Total skipped"
+    );
+    assert!(a.mape < b.mape);
+    // The chip is slower than the dense mapped model: the fit lowers the efficiency.
+    let eff = &o.params["array.efficiency"];
+    assert!(eff.after < 1.0 && eff.after > 0.5, "{}", eff.after);
+    // The calibrated text keeps the file and adds the fitted keys.
+    assert!(o.calibrated_toml.contains("efficiency = 0."));
+}
+
+#[test]
+fn asic_parameter_names_are_checked_against_the_template() {
+    let d = calibrate::load_device(&root().join("accelerators/asic/eyeriss.toml")).unwrap();
+    let e = calibrate::resolve_params(&["level.SRAM9.energy_scale".into()], &d)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("unknown parameter") && e.contains("level.GLB.energy_scale"),
+        "{e}"
+    );
+    assert!(calibrate::resolve_params(&["level.GLB.energy_scale".into()], &d).is_ok());
 }

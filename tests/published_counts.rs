@@ -281,7 +281,13 @@ struct Nb201Row {
 }
 
 fn nb201_macs(arch: &str) -> Result<u64, WorkloadError> {
-    let text = format!("family = \"nasbench201\"\n[params]\narch = \"{arch}\"\n");
+    nb201_macs_with(arch, "prune")
+}
+
+fn nb201_macs_with(arch: &str, dead_ops: &str) -> Result<u64, WorkloadError> {
+    let text = format!(
+        "family = \"nasbench201\"\n[params]\narch = \"{arch}\"\ndead_ops = \"{dead_ops}\"\n"
+    );
     let graph = file::parse(&text, "nasbench201", None)?;
     Ok(inspect(&graph)?.total.macs)
 }
@@ -345,4 +351,21 @@ fn nasbench201_space_matches_the_benchmark_table() {
     }
     // Over the whole table (run once): 11,308 exact, 341 refused, 3,976 with dead convs.
     assert_eq!((exact, refused), (1138, 40), "of every 10th arch");
+}
+
+/// `dead_ops = "run"` builds the network as eager PyTorch runs it: every edge, so the
+/// MAC count is the table's `macs_cifar_derived` on every arch (every 10th checked),
+/// the all-zero cells included.
+#[test]
+fn nasbench201_run_dead_ops_matches_the_table_everywhere() {
+    let rows: Vec<Nb201Row> = reference_rows("nb201_accuracy.csv");
+    for row in rows.iter().step_by(10) {
+        let macs = nb201_macs_with(&row.arch_str, "run")
+            .unwrap_or_else(|e| panic!("{}: {e}", row.arch_str));
+        assert_eq!(macs, row.macs_cifar_derived, "{}", row.arch_str);
+    }
+    let e = nb201_macs_with(&rows[0].arch_str, "keep")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dead_ops") && e.contains("\"run\""), "{e}");
 }

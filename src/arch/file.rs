@@ -59,6 +59,7 @@ struct RawLevel {
     area_um2: Option<f64>,
     #[serde(default)]
     leakage_pj_per_cycle: f64,
+    energy_scale: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +80,7 @@ struct RawArray {
     multicast: bool,
     #[serde(default = "yes")]
     spatial_reduction: bool,
+    efficiency: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -418,6 +420,19 @@ fn build(
             dataflow,
             multicast: ar.multicast,
             spatial_reduction: ar.spatial_reduction,
+            efficiency: match ar.efficiency {
+                None => 1.0,
+                Some(e) if e > 0.0 && e <= 1.0 => e,
+                Some(e) => {
+                    return Err(ArchError::Key {
+                        path: path.to_path_buf(),
+                        key: "array.efficiency".into(),
+                        message: format!(
+                            "{e}: the fraction of cycles the array issues MACs is in (0, 1]"
+                        ),
+                    })
+                }
+            },
         },
         precisions,
         mac_energy_pj: mac_energy,
@@ -635,9 +650,11 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
             tech.regfile_area_um2_per_byte * bytes,
         ),
     };
-    let read = l.read_energy_pj.unwrap_or(read_default);
-    let write = l.write_energy_pj.unwrap_or(write_default);
-    let update = l.update_energy_pj.unwrap_or(write);
+    let scale = l.energy_scale.unwrap_or(1.0);
+    nonnegative(path, &key("energy_scale"), scale)?;
+    let read = l.read_energy_pj.unwrap_or(read_default) * scale;
+    let write = l.write_energy_pj.unwrap_or(write_default) * scale;
+    let update = l.update_energy_pj.map(|u| u * scale).unwrap_or(write);
     let area = l.area_um2.unwrap_or(area_default);
     for (k, v) in [
         ("read_energy_pj", read),
@@ -670,6 +687,7 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
         double_buffered: l.double_buffered,
         area_um2: area,
         leakage_pj_per_cycle: l.leakage_pj_per_cycle,
+        energy_scale: scale,
     })
 }
 

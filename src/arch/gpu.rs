@@ -64,6 +64,16 @@ pub struct Device {
 pub struct Model {
     /// Fraction of tensor-core peak a saturated main loop sustains.
     pub tensor_efficiency: f64,
+    /// Fraction of tensor-core peak reached when operand rows are not whole 16-byte
+    /// words (e.g. fp16 N = 50,257, or a C = 3 conv input). Hopper's tensor-core
+    /// GEMMs load tiles through TMA, whose global strides must be multiples of 16
+    /// bytes (CUDA programming guide, tensor memory access), so libraries fall back to
+    /// older kernels: the H100/H200 templates give 0.1, a prior from the H200's
+    /// N = 50,257 fp16 GEMMs (~95 TFLOP/s of ~990); calibrate it per device. Absent:
+    /// no penalty (`tensor_efficiency`), as on the V100, where DeepBench's N = 7,133
+    /// fp16 GEMMs run at ~78% of peak.
+    #[serde(default)]
+    pub unaligned_tensor_efficiency: Option<f64>,
     /// Fraction of CUDA-core peak a saturated main loop sustains.
     pub cuda_efficiency: f64,
     /// Fraction of DRAM / L2 bandwidth streaming kernels attain.
@@ -89,6 +99,18 @@ pub struct Model {
     /// `false` costs the lowered score GEMM, softmax and context GEMM as three kernels.
     #[serde(default = "yes")]
     pub fused_attention: bool,
+    /// Convolution algorithm choice as cuDNN makes it (`cudnn.benchmark` or its
+    /// heuristics): a 3×3 or 5×5, stride-1, undilated, ungrouped conv on CUDA cores
+    /// (fp32 without TF32) runs as Winograd when that is faster than implicit GEMM
+    /// (cost::gpu::winograd). `false`: implicit GEMM always.
+    #[serde(default = "yes")]
+    pub winograd: bool,
+    /// Multiplies the pipe's efficiency for convolutions run as tiled kernels
+    /// (implicit GEMM, Winograd's GEMMs): their im2col address generation and layout
+    /// handling sustain less than a plain GEMM's main loop. Default 1 (no penalty);
+    /// `coex calibrate` fits it.
+    #[serde(default = "unit")]
+    pub conv_efficiency: f64,
     /// CTAs of a thread-block cluster that share one operand's tile loads from L2
     /// (Hopper TMA multicast: 2; 1 = no clusters, every CTA loads its own bands).
     #[serde(default = "one")]
@@ -114,6 +136,10 @@ pub struct Model {
 
 fn yes() -> bool {
     true
+}
+
+fn unit() -> f64 {
+    1.0
 }
 
 fn one() -> u32 {
@@ -184,6 +210,13 @@ impl Gpu {
         }
     }
 
+    /// Tensor-core efficiency when operand rows are not 16-byte aligned.
+    pub fn unaligned_efficiency(&self) -> f64 {
+        self.model
+            .unaligned_tensor_efficiency
+            .unwrap_or(self.model.tensor_efficiency)
+    }
+
     pub fn efficiency(&self, pipe: Pipe) -> f64 {
         match pipe {
             Pipe::Tensor => self.model.tensor_efficiency,
@@ -241,6 +274,11 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
         ("model.cuda_efficiency", m.cuda_efficiency),
         ("model.dram_efficiency", m.dram_efficiency),
         ("model.l2_efficiency", m.l2_efficiency),
+        ("model.conv_efficiency", m.conv_efficiency),
+        (
+            "model.unaligned_tensor_efficiency",
+            m.unaligned_tensor_efficiency.unwrap_or(m.tensor_efficiency),
+        ),
     ] {
         if !(v > 0.0 && v <= 1.0) {
             return Err(key_err(key, format!("an efficiency is in (0, 1], got {v}")));

@@ -89,6 +89,9 @@ pub struct Level {
     pub double_buffered: bool,
     pub area_um2: f64,
     pub leakage_pj_per_cycle: f64,
+    /// `energy_scale` of the file (default 1): the read, write and update energies
+    /// above already include it (a calibration fits it; see `coex calibrate`).
+    pub energy_scale: f64,
 }
 
 impl Level {
@@ -143,6 +146,11 @@ pub struct Array {
     pub multicast: bool,
     /// Partial sums from PEs that share an output are reduced in the network.
     pub spatial_reduction: bool,
+    /// Fraction of cycles the array issues MACs beyond what the mapping accounts for
+    /// (control, pipeline fill, reconfiguration between passes): compute cycles =
+    /// mapped cycles ÷ efficiency. `[array] efficiency`, default 1; fitted by
+    /// `coex calibrate` against a chip's measured latency.
+    pub efficiency: f64,
 }
 
 impl Array {

@@ -16,14 +16,16 @@ pub enum OutFormat {
 /// `coex calibrate --accel A.toml --measurements M.csv ...`
 #[derive(Args)]
 pub struct CalibrateArgs {
-    /// The GPU template to fit (accelerators/gpu/*.toml).
+    /// The GPU or ASIC template to fit (accelerators/gpu/*.toml, accelerators/asic/*.toml).
     #[arg(long, short, required_unless_present = "emit_bench")]
     pub accel: Option<PathBuf>,
     /// The measurement file: the tidy format (README, Calibration), or a reference
     /// table read with --from.
     #[arg(long, short, required_unless_present = "emit_bench")]
     pub measurements: Option<PathBuf>,
-    /// Read --measurements as: tidy, deepbench-gemm, deepbench-conv, h200-kernels.
+    /// Read --measurements as: tidy, deepbench-gemm, deepbench-conv, h200-kernels,
+    /// eyeriss-silicon,
+    /// nb201-latency:COLUMN (COLUMN = 1080ti_1, 1080ti_256, pixel3, raspi4).
     #[arg(long, default_value = "tidy")]
     pub from: String,
     /// Write the calibrated template here (same format; fitted values replaced).
@@ -33,11 +35,23 @@ pub struct CalibrateArgs {
     #[arg(long, conflicts_with = "holdout")]
     pub folds: Option<usize>,
     /// Hold out this fraction of rows instead of cross-validating.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "train")]
     pub holdout: Option<f64>,
-    /// Parameters to fit, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = super::DEFAULT_GPU_PARAMS)]
+    /// Fit on this many random rows and report on all the others (e.g. 200 measured
+    /// NAS-Bench-201 networks calibrate the template for the other 15,425).
+    #[arg(long, conflicts_with = "folds")]
+    pub train: Option<usize>,
+    /// Parameters to fit, comma-separated (default: GPU
+    /// tensor_efficiency,unaligned_tensor_efficiency,conv_efficiency,cuda_efficiency,
+    /// dram_efficiency,l2_efficiency,launch_overhead_us,dispatch_overhead_us; ASIC
+    /// array.efficiency,accelerator.static_power_mw,mac.energy_pj).
+    #[arg(long, value_delimiter = ',')]
     pub params: Vec<String>,
+    /// What the fit minimizes over ln(predicted/measured): ls (least squares,
+    /// Levenberg-Marquardt), l1 (robust to rows the model cannot express) or minimax
+    /// (worst row); l1 and minimax solve linear programs (good_lp).
+    #[arg(long, default_value = "ls")]
+    pub fit: String,
     /// Seed of the fold assignment and the bootstrap.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -71,6 +85,7 @@ pub fn table(o: &Outcome) -> String {
     let split = match o.split {
         Split::Folds(k) => format!("{k}-fold cross-validation"),
         Split::Holdout(f) => format!("{:.0}% held out", f * 100.0),
+        Split::Train(k) => format!("fitted on {k} random rows, held out: the rest"),
     };
     s += &format!(
         "calibrate {} on {} ({} rows, {split}, seed {})\n\n",
@@ -112,12 +127,30 @@ pub fn table(o: &Outcome) -> String {
             r.after.kendall_tau
         );
     }
-    s += "\nparameter (fit on all rows)     before     after      status\n";
+    let fit_on = match o.split {
+        Split::Train(_) => "fit on the training rows",
+        _ => "fit on all rows",
+    };
+    s += &format!(
+        "\nparameter ({fit_on}){:>w$}before     after\n",
+        "",
+        w = 35 - fit_on.len() - 12
+    );
+    let mut why = String::new();
     for (k, p) in &o.params {
+        let fitted = p.status == "fitted";
         s += &format!(
-            "{k:<31} {:<10.4} {:<10.4} {}\n",
-            p.before, p.after, p.status
+            "{k:<34} {:<10.4} {:.4}{}\n",
+            p.before,
+            p.after,
+            if fitted { "" } else { " (unchanged)" }
         );
+        if !fitted {
+            why += &format!("  {k}: {}\n", p.status);
+        }
+    }
+    if !why.is_empty() {
+        s += &format!("not identified by these rows:\n{why}");
     }
     if !o.skipped.is_empty() {
         s += &format!("\nskipped {} rows of the input:\n", o.skipped.len());
@@ -146,10 +179,11 @@ pub fn run(a: CalibrateArgs, out: &mut impl Write) -> Result<(), Box<dyn std::er
             Format::NAMES
         )
     })?;
-    let split = match (a.folds, a.holdout) {
-        (_, Some(f)) => Split::Holdout(f),
-        (Some(k), None) => Split::Folds(k),
-        (None, None) => Split::Folds(5),
+    let split = match (a.folds, a.holdout, a.train) {
+        (_, _, Some(k)) => Split::Train(k),
+        (_, Some(f), None) => Split::Holdout(f),
+        (Some(k), None, None) => Split::Folds(k),
+        (None, None, None) => Split::Folds(5),
     };
     let report_dir = a.report_dir.clone().unwrap_or_else(|| {
         let stem = accel
@@ -158,7 +192,10 @@ pub fn run(a: CalibrateArgs, out: &mut impl Write) -> Result<(), Box<dyn std::er
             .unwrap_or_else(|| "gpu".into());
         PathBuf::from("runs").join(format!("calibrate-{stem}"))
     });
+    let loss = super::fit::Loss::parse(&a.fit)
+        .ok_or_else(|| format!("--fit {}: give ls, l1 or minimax", a.fit))?;
     let cfg = Config {
+        loss,
         accel,
         measurements,
         format,

@@ -13,6 +13,15 @@
 //! combination of the others (smallest singular value of the column-normalized J below
 //! 10⁻⁶) cannot be told apart from them. Either is reported and left unchanged.
 
+//!
+//! Robust fits (`sequential_lp`): L1 (Σ|rᵢ|, a median-like fit that a few rows the
+//! model cannot express do not drag) or minimax (maxᵢ|rᵢ|). Each step linearizes r at
+//! x and solves a linear program (good_lp, microlp) for the step δ within the bounds
+//! and a trust region |δⱼ| ≤ Δⱼ: L1 minimizes Σ tᵢ with tᵢ ≥ ±(rᵢ + Jᵢδ); minimax
+//! minimizes z with z ≥ ±(rᵢ + Jᵢδ). The step is kept if the true cost falls (Δ × 2),
+//! else Δ ÷ 4 and retry (Fletcher's sequential LP with a trust region).
+
+use good_lp::{microlp, variable, Expression, ProblemVariables, Solution, SolverModel};
 use nalgebra::{DMatrix, DVector};
 
 /// The residual function: parameters → one residual per row.
@@ -154,6 +163,36 @@ fn identify<E>(
     Ok((free, out))
 }
 
+/// Where a fit starts: `x0` clamped into the bounds, its residuals, and which
+/// parameters the data identifies there.
+struct Start {
+    x: Vec<f64>,
+    r: Vec<f64>,
+    free: Vec<usize>,
+    unidentifiable: Vec<(usize, String)>,
+}
+
+fn start<E>(
+    x0: &[f64],
+    bounds: &[Bounds],
+    names: &[String],
+    resid: &Residuals<'_, E>,
+) -> Result<Start, E> {
+    let x: Vec<f64> = x0
+        .iter()
+        .zip(bounds)
+        .map(|(v, b)| v.clamp(b.lo, b.hi))
+        .collect();
+    let r = resid(&x)?;
+    let (free, unidentifiable) = identify(&x, &r, bounds, names, resid)?;
+    Ok(Start {
+        x,
+        r,
+        free,
+        unidentifiable,
+    })
+}
+
 /// Fits `x0` (within `bounds`) to minimize Σ resid(x)²; `names` label parameters in
 /// identifiability messages.
 pub fn levenberg_marquardt<E>(
@@ -162,14 +201,13 @@ pub fn levenberg_marquardt<E>(
     names: &[String],
     resid: &Residuals<'_, E>,
 ) -> Result<Fit, E> {
-    let mut x: Vec<f64> = x0
-        .iter()
-        .zip(bounds)
-        .map(|(v, b)| v.clamp(b.lo, b.hi))
-        .collect();
-    let mut r = resid(&x)?;
+    let Start {
+        mut x,
+        mut r,
+        free,
+        unidentifiable,
+    } = start(x0, bounds, names, resid)?;
     let cost_before = cost(&r);
-    let (free, unidentifiable) = identify(&x, &r, bounds, names, resid)?;
     let mut c = cost_before;
     let mut lambda = 1e-2;
     let mut iterations = 0;
@@ -220,6 +258,164 @@ pub fn levenberg_marquardt<E>(
     })
 }
 
+/// What a fit minimizes over the residuals rᵢ = ln(predicted/measured).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Σ rᵢ² (Levenberg–Marquardt).
+    LeastSquares,
+    /// Σ |rᵢ| (sequential LP).
+    L1,
+    /// maxᵢ |rᵢ| (sequential LP).
+    Minimax,
+}
+
+impl Loss {
+    pub fn parse(s: &str) -> Option<Loss> {
+        Some(match s {
+            "ls" | "least-squares" => Loss::LeastSquares,
+            "l1" => Loss::L1,
+            "minimax" => Loss::Minimax,
+            _ => return None,
+        })
+    }
+
+    fn cost(self, r: &[f64]) -> f64 {
+        match self {
+            Loss::LeastSquares => cost(r),
+            Loss::L1 => r.iter().map(|v| v.abs()).sum(),
+            Loss::Minimax => r.iter().fold(0.0, |a, v| a.max(v.abs())),
+        }
+    }
+}
+
+/// Fits `x0` within `bounds` minimizing `loss` of the residuals.
+pub fn fit<E>(
+    loss: Loss,
+    x0: &[f64],
+    bounds: &[Bounds],
+    names: &[String],
+    resid: &Residuals<'_, E>,
+) -> Result<Fit, E> {
+    match loss {
+        Loss::LeastSquares => levenberg_marquardt(x0, bounds, names, resid),
+        _ => sequential_lp(loss, x0, bounds, names, resid),
+    }
+}
+
+/// One LP step: the δ (over `free`) minimizing the linearized L1 or minimax cost within
+/// `lo ≤ δ ≤ hi`; `None` if the solver fails.
+fn lp_step(loss: Loss, r: &[f64], j: &DMatrix<f64>, lo: &[f64], hi: &[f64]) -> Option<Vec<f64>> {
+    let mut vars = ProblemVariables::new();
+    let delta: Vec<_> = lo
+        .iter()
+        .zip(hi)
+        .map(|(&l, &h)| vars.add(variable().min(l).max(h)))
+        .collect();
+    let lin = |i: usize| -> Expression {
+        let mut e = Expression::from(r[i]);
+        for (k, d) in delta.iter().enumerate() {
+            e += j[(i, k)] * *d;
+        }
+        e
+    };
+    match loss {
+        Loss::Minimax => {
+            let z = vars.add(variable().min(0.0));
+            let mut m = vars.minimise(z).using(microlp);
+            for i in 0..r.len() {
+                m = m.with(lin(i) << z).with(lin(i) >> (-1.0 * z));
+            }
+            let sol = m.solve().ok()?;
+            Some(delta.iter().map(|d| sol.value(*d)).collect())
+        }
+        _ => {
+            let t: Vec<_> = (0..r.len())
+                .map(|_| vars.add(variable().min(0.0)))
+                .collect();
+            let total: Expression = t.iter().sum();
+            let mut m = vars.minimise(total).using(microlp);
+            for (i, ti) in t.iter().enumerate() {
+                m = m.with(lin(i) << *ti).with(lin(i) >> (-1.0 * *ti));
+            }
+            let sol = m.solve().ok()?;
+            Some(delta.iter().map(|d| sol.value(*d)).collect())
+        }
+    }
+}
+
+/// Robust fit by sequential linear programming (see the module docs).
+pub fn sequential_lp<E>(
+    loss: Loss,
+    x0: &[f64],
+    bounds: &[Bounds],
+    names: &[String],
+    resid: &Residuals<'_, E>,
+) -> Result<Fit, E> {
+    let Start {
+        mut x,
+        mut r,
+        free,
+        unidentifiable,
+    } = start(x0, bounds, names, resid)?;
+    let cost_before = loss.cost(&r);
+    let mut c = cost_before;
+    let mut radius: Vec<f64> = free
+        .iter()
+        .map(|&p| 0.25 * x[p].abs().max(bounds[p].scale))
+        .collect();
+    let mut iterations = 0;
+    while !free.is_empty() && iterations < 200 {
+        iterations += 1;
+        let j = jacobian(&x, &r, &free, bounds, resid)?;
+        let lo: Vec<f64> = free
+            .iter()
+            .zip(&radius)
+            .map(|(&p, d)| (bounds[p].lo - x[p]).max(-d))
+            .collect();
+        let hi: Vec<f64> = free
+            .iter()
+            .zip(&radius)
+            .map(|(&p, d)| (bounds[p].hi - x[p]).min(*d))
+            .collect();
+        let step = lp_step(loss, &r, &j, &lo, &hi);
+        let mut xn = x.clone();
+        if let Some(d) = &step {
+            for (k, &p) in free.iter().enumerate() {
+                xn[p] = (x[p] + d[k]).clamp(bounds[p].lo, bounds[p].hi);
+            }
+        }
+        let rn = resid(&xn)?;
+        let cn = loss.cost(&rn);
+        if step.is_some() && cn < c {
+            let gain = (c - cn) / c.max(1e-300);
+            x = xn;
+            r = rn;
+            c = cn;
+            radius.iter_mut().for_each(|d| *d *= 2.0);
+            if gain < 1e-9 {
+                break;
+            }
+        } else {
+            radius.iter_mut().for_each(|d| *d /= 4.0);
+            let tiny = free
+                .iter()
+                .zip(&radius)
+                .all(|(&p, d)| *d < 1e-7 * x[p].abs().max(bounds[p].scale));
+            if tiny {
+                break;
+            }
+        }
+    }
+    Ok(Fit {
+        x,
+        unidentifiable,
+        iterations,
+        cost_before,
+        cost_after: c,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +451,38 @@ mod tests {
         let f = levenberg_marquardt(&[1.0, 0.0], &b, &names[..2], &resid).unwrap();
         assert!((f.x[0] - 3.0).abs() < 1e-3, "{:?}", f.x);
         assert!((f.x[1] - 2.0).abs() < 1e-2, "{:?}", f.x);
+    }
+
+    /// L1 ignores gross outliers that least squares follows: 27 exact rows of
+    /// t = w / 3 and 3 rows measured 10× slow.
+    #[test]
+    fn l1_and_minimax_fits() {
+        let w: Vec<f64> = (1..31).map(|i| i as f64).collect();
+        let meas: Vec<f64> = w
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w / 3.0 * if i % 10 == 0 { 10.0 } else { 1.0 })
+            .collect();
+        let resid = |x: &[f64]| -> Result<Vec<f64>, ()> {
+            Ok(w.iter()
+                .zip(&meas)
+                .map(|(w, m)| ((w / x[0]) / m).ln())
+                .collect())
+        };
+        let b = [Bounds {
+            lo: 0.01,
+            hi: 100.0,
+            scale: 1.0,
+        }];
+        let names = ["rate".to_string()];
+        let l1 = fit(Loss::L1, &[1.0], &b, &names, &resid).unwrap();
+        assert!((l1.x[0] - 3.0).abs() < 1e-3, "{:?}", l1.x);
+        let ls = fit(Loss::LeastSquares, &[1.0], &b, &names, &resid).unwrap();
+        // ln-space least squares: the geometric mean, 3 / 10^(3/30).
+        assert!((ls.x[0] - 3.0 / 10f64.powf(0.1)).abs() < 1e-3, "{:?}", ls.x);
+        // Minimax: halfway (in ln) between the exact rows and the outliers, 3 / √10.
+        let mm = fit(Loss::Minimax, &[1.0], &b, &names, &resid).unwrap();
+        assert!((mm.x[0] - 3.0 / 10f64.sqrt()).abs() < 1e-3, "{:?}", mm.x);
     }
 
     #[test]

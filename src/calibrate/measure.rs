@@ -6,9 +6,9 @@
 //! | column | required | meaning |
 //! |---|---|---|
 //! | `op` | one of `op`/`workload` | a one-line op spec, e.g. `gemm m=1024 n=1024 k=1024 dtype=fp16` |
-//! | `workload` | one of `op`/`workload` | a workload file (relative paths: to the CSV's folder) |
+//! | `workload` | one of `op`/`workload` | a workload file (relative paths: to the CSV's folder), or a family network on one line: `nasbench201 arch=\|...\| dead_ops=run dtype=fp32` (the family name, then `key=value` words: `dtype`, `image_size`, `seq_len` as in a workload file's top level, the rest its `[params]`) |
 //! | `batch` | no | the workload's batch size |
-//! | `metric` | yes | `latency_us`, `energy_uj`, `power_w` or `cycles` |
+//! | `metric` | yes | `latency_us`, `energy_uj`, `power_w`, `cycles`, or without the DRAM interface (as chips report "processing" latency and core power) `onchip_latency_us`, `onchip_power_w` |
 //! | `value` | yes | the measured number, > 0 |
 //! | `repeats` | no | how many timed runs the value summarizes |
 //! | `std` | no | their standard deviation, in the metric's unit |
@@ -33,6 +33,10 @@ pub enum Metric {
     EnergyUj,
     PowerW,
     Cycles,
+    /// Latency without the DRAM interface (a chip's "processing" latency).
+    OnchipLatencyUs,
+    /// Power without DRAM (a chip's core rail).
+    OnchipPowerW,
 }
 
 impl Metric {
@@ -42,6 +46,8 @@ impl Metric {
             "energy_uj" => Metric::EnergyUj,
             "power_w" => Metric::PowerW,
             "cycles" => Metric::Cycles,
+            "onchip_latency_us" => Metric::OnchipLatencyUs,
+            "onchip_power_w" => Metric::OnchipPowerW,
             _ => return None,
         })
     }
@@ -52,21 +58,75 @@ impl Metric {
             Metric::EnergyUj => "energy_uj",
             Metric::PowerW => "power_w",
             Metric::Cycles => "cycles",
+            Metric::OnchipLatencyUs => "onchip_latency_us",
+            Metric::OnchipPowerW => "onchip_power_w",
         }
     }
 }
 
-/// What was run: an op spec or a workload file.
+/// What was run: an op spec, a workload file, or a family network on one line.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Target {
     Op(String),
-    Workload { path: PathBuf, batch: Option<usize> },
+    Workload {
+        path: PathBuf,
+        batch: Option<usize>,
+    },
+    /// `family key=value ...` (see [`network_toml`]).
+    Network {
+        spec: String,
+        batch: Option<usize>,
+    },
+}
+
+/// The workload-file text of a one-line network spec `family key=value ...`: `dtype`,
+/// `image_size` and `seq_len` go to the top level, every other key to `[params]`;
+/// values that read as integers or booleans are written so, the rest as strings.
+pub fn network_toml(spec: &str) -> Result<String, String> {
+    let mut words = spec.split_whitespace();
+    let family = words
+        .next()
+        .ok_or("an empty network spec; write 'family key=value ...'")?;
+    let (mut top, mut params) = (toml::Table::new(), toml::Table::new());
+    top.insert("family".into(), toml::Value::String(family.into()));
+    for w in words {
+        let (k, v) = w
+            .split_once('=')
+            .ok_or_else(|| format!("'{w}' is not key=value"))?;
+        let value = if let Ok(i) = v.parse::<i64>() {
+            toml::Value::Integer(i)
+        } else if let Ok(b) = v.parse::<bool>() {
+            toml::Value::Boolean(b)
+        } else {
+            toml::Value::String(v.into())
+        };
+        let table = match k {
+            "dtype" | "image_size" | "seq_len" => &mut top,
+            _ => &mut params,
+        };
+        table.insert(k.into(), value);
+    }
+    top.insert("params".into(), toml::Value::Table(params));
+    toml::to_string(&top).map_err(|e| e.to_string())
+}
+
+/// Whether a `workload` cell is a one-line network spec (a family name followed by
+/// `key=value` words) rather than a file path.
+fn is_network_spec(s: &str) -> bool {
+    let mut w = s.split_whitespace();
+    w.next()
+        .is_some_and(|f| crate::workload::families::find(f).is_some())
+        && w.all(|x| x.contains('='))
 }
 
 impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Op(s) => s.clone(),
+            Target::Network { spec, batch } => match batch {
+                Some(b) => format!("{spec} (batch {b})"),
+                None => spec.clone(),
+            },
             Target::Workload { path, batch } => match batch {
                 Some(b) => format!("{} (batch {b})", path.display()),
                 None => path.display().to_string(),
@@ -112,6 +172,11 @@ pub fn write_tidy<W: std::io::Write>(rows: &[Measurement], w: W) -> Result<(), c
             Target::Workload { path, batch } => (
                 String::new(),
                 path.display().to_string(),
+                batch.map(|b| b.to_string()).unwrap_or_default(),
+            ),
+            Target::Network { spec, batch } => (
+                String::new(),
+                spec.clone(),
                 batch.map(|b| b.to_string()).unwrap_or_default(),
             ),
         };
@@ -291,6 +356,10 @@ pub fn read_tidy(path: &Path) -> Result<Vec<Measurement>, CalibrateError> {
         let (op, wl) = (t.get(rec, "op"), t.get(rec, "workload"));
         let target = match (op.is_empty(), wl.is_empty()) {
             (false, true) => Target::Op(op.to_string()),
+            (true, false) if is_network_spec(wl) => Target::Network {
+                spec: wl.to_string(),
+                batch: t.count(line, rec, "batch")?.map(|b| b as usize),
+            },
             (true, false) => {
                 let batch = t.count(line, rec, "batch")?.map(|b| b as usize);
                 let p = Path::new(wl);
@@ -314,7 +383,7 @@ pub fn read_tidy(path: &Path) -> Result<Vec<Measurement>, CalibrateError> {
         let metric = Metric::parse(m).ok_or_else(|| {
             t.row_err(
                 line,
-                format!("metric '{m}' is not one of latency_us, energy_uj, power_w, cycles"),
+                format!("metric '{m}' is not one of latency_us, energy_uj, power_w, cycles, onchip_latency_us, onchip_power_w"),
             )
         })?;
         let value = t.positive(line, rec, "value")?;
@@ -342,7 +411,7 @@ pub fn read_tidy(path: &Path) -> Result<Vec<Measurement>, CalibrateError> {
         let group = match t.get(rec, "group") {
             "" => match &target {
                 Target::Op(s) => op_kind(s),
-                Target::Workload { .. } => "network".into(),
+                Target::Workload { .. } | Target::Network { .. } => "network".into(),
             },
             g => g.to_string(),
         };
@@ -379,6 +448,58 @@ pub enum Format {
     DeepbenchConv,
     /// The H200 kernel table (`h200_kernels_train.csv`): eager PyTorch medians.
     H200Kernels,
+    /// NAS-Bench-201 end-to-end latencies (`nb201_latency_dev.csv`, HW-NAS-Bench/HELP),
+    /// one device column.
+    Nb201Latency(Nb201Column),
+    /// Eyeriss v1 silicon, AlexNet CONV1-5 (`eyeriss_alexnet_silicon.csv`, JSSC 2017).
+    EyerissSilicon,
+}
+
+/// A device column of the NAS-Bench-201 latency table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nb201Column {
+    /// GTX 1080 Ti, batch 1 (`1080ti_1`).
+    Gtx1080TiB1,
+    /// GTX 1080 Ti, batch 256 (`1080ti_256`).
+    Gtx1080TiB256,
+    /// Pixel 3, TFLite (`pixel3`).
+    Pixel3,
+    /// Raspberry Pi 4 (`raspi4`).
+    Raspi4,
+}
+
+impl Nb201Column {
+    pub const ALL: [(&'static str, Nb201Column); 4] = [
+        ("1080ti_1", Nb201Column::Gtx1080TiB1),
+        ("1080ti_256", Nb201Column::Gtx1080TiB256),
+        ("pixel3", Nb201Column::Pixel3),
+        ("raspi4", Nb201Column::Raspi4),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, c)| *c == self).unwrap().0
+    }
+
+    fn batch(self) -> usize {
+        match self {
+            Nb201Column::Gtx1080TiB256 => 256,
+            _ => 1,
+        }
+    }
+
+    /// The GPU columns were measured in eager PyTorch (dead edges run, one dispatch per
+    /// op); the phone and Pi ran TFLite, a compiled graph that drops dead edges.
+    fn eager(self) -> bool {
+        matches!(self, Nb201Column::Gtx1080TiB1 | Nb201Column::Gtx1080TiB256)
+    }
+
+    fn device(self) -> &'static str {
+        match self {
+            Nb201Column::Gtx1080TiB1 | Nb201Column::Gtx1080TiB256 => "NVIDIA GTX 1080 Ti",
+            Nb201Column::Pixel3 => "Google Pixel 3 (TFLite)",
+            Nb201Column::Raspi4 => "Raspberry Pi 4",
+        }
+    }
 }
 
 impl Format {
@@ -388,11 +509,17 @@ impl Format {
             "deepbench-gemm" => Format::DeepbenchGemm,
             "deepbench-conv" => Format::DeepbenchConv,
             "h200-kernels" => Format::H200Kernels,
-            _ => return None,
+            "eyeriss-silicon" => Format::EyerissSilicon,
+            other => {
+                let col = other.strip_prefix("nb201-latency:")?;
+                let (_, c) = Nb201Column::ALL.iter().find(|(n, _)| *n == col)?;
+                Format::Nb201Latency(*c)
+            }
         })
     }
 
-    pub const NAMES: &'static str = "tidy, deepbench-gemm, deepbench-conv, h200-kernels";
+    pub const NAMES: &'static str = "tidy, deepbench-gemm, deepbench-conv, h200-kernels, eyeriss-silicon, \
+         nb201-latency:1080ti_1, nb201-latency:1080ti_256, nb201-latency:pixel3, nb201-latency:raspi4";
 }
 
 /// Rows an importer left out, with why (reported, never silent).
@@ -412,7 +539,129 @@ pub fn import(
         Format::DeepbenchGemm => deepbench_gemm(path),
         Format::DeepbenchConv => deepbench_conv(path),
         Format::H200Kernels => h200_kernels(path),
+        Format::Nb201Latency(c) => nb201_latency(path, c),
+        Format::EyerissSilicon => eyeriss_silicon(path),
     }
+}
+
+/// AlexNet's convolutions as Eyeriss ran them (Krizhevsky et al. 2012: 227×227 input,
+/// grouped conv2/4/5; Chen et al., JSSC 2017), at batch `n`.
+fn alexnet_conv(layer: &str, n: u64) -> Option<String> {
+    let shape = match layer {
+        "CONV1" => "c=3 h=227 w=227 k=96 r=11 s=11 stride=4 pad=0",
+        "CONV2" => "c=96 h=27 w=27 k=256 r=5 s=5 pad=2 groups=2",
+        "CONV3" => "c=256 h=13 w=13 k=384 r=3 s=3 pad=1",
+        "CONV4" => "c=384 h=13 w=13 k=384 r=3 s=3 pad=1 groups=2",
+        "CONV5" => "c=384 h=13 w=13 k=256 r=3 s=3 pad=1 groups=2",
+        _ => return None,
+    };
+    Some(format!("conv2d n={n} {shape} dtype=fp16"))
+}
+
+/// Eyeriss v1 silicon rows: per layer, the processing latency (which excludes DRAM
+/// transfers) as `onchip_latency_us` and the chip power (which excludes DRAM) as
+/// `onchip_power_w`, each layer a 16-bit conv at the table's batch. The `Total` row
+/// (the layers' sum) is skipped.
+fn eyeriss_silicon(path: &Path) -> Result<(Vec<Measurement>, Vec<Skipped>), CalibrateError> {
+    let t = Table::read(path)?;
+    t.require(
+        &["layer", "batch", "latency_processing_ms", "power_mw"],
+        "is this the Eyeriss silicon table (eyeriss_alexnet_silicon.csv)?",
+    )?;
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for (line, rec) in &t.rows {
+        let line = *line;
+        let layer = t.get(rec, "layer");
+        let batch = t
+            .count(line, rec, "batch")?
+            .ok_or_else(|| t.row_err(line, "batch is empty".into()))?;
+        let Some(op) = alexnet_conv(layer, batch) else {
+            skipped.push(Skipped {
+                line,
+                why: format!(
+                    "layer '{layer}' is not one of AlexNet's CONV1-5 (the Total row is their sum)"
+                ),
+            });
+            continue;
+        };
+        for (col, metric, unit) in [
+            ("latency_processing_ms", Metric::OnchipLatencyUs, 1e3),
+            ("power_mw", Metric::OnchipPowerW, 1e-3),
+        ] {
+            out.push(Measurement {
+                line,
+                target: Target::Op(op.clone()),
+                metric,
+                value: t.positive(line, rec, col)? * unit,
+                repeats: None,
+                std: None,
+                mode: None,
+                device: "Eyeriss v1 (65 nm, 200 MHz)".into(),
+                source: "Chen et al., IEEE JSSC 52(1) 2017, Tables V/VI".into(),
+                group: metric.name().into(),
+            });
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// NAS-Bench-201 latency rows of one device column: each arch as the CIFAR-10
+/// `nasbench201` network in fp32 (PyTorch's and TFLite's default), the table's ms as
+/// µs. GPU columns run every edge in eager mode; the TFLite columns prune dead edges,
+/// and archs whose cell output is always zero (a constant network: nothing to model)
+/// are skipped with that reason.
+fn nb201_latency(
+    path: &Path,
+    col: Nb201Column,
+) -> Result<(Vec<Measurement>, Vec<Skipped>), CalibrateError> {
+    let t = Table::read(path)?;
+    t.require(
+        &["arch_str", col.name()],
+        "is this the NAS-Bench-201 latency table (nb201_latency_dev.csv)?",
+    )?;
+    let dead_ops = if col.eager() { "run" } else { "prune" };
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for (line, rec) in &t.rows {
+        let line = *line;
+        let arch = t.get(rec, "arch_str");
+        if arch.is_empty() || arch.contains(char::is_whitespace) {
+            return Err(t.row_err(line, format!("arch_str '{arch}' is empty or has spaces")));
+        }
+        let spec = format!("nasbench201 arch={arch} dead_ops={dead_ops} dtype=fp32");
+        if !col.eager() {
+            let text = network_toml(&spec).map_err(|e| t.row_err(line, e))?;
+            if let Err(e) = crate::workload::file::parse(&text, "nasbench201", Some(1)) {
+                if e.to_string().contains("always outputs zero") {
+                    skipped.push(Skipped {
+                        line,
+                        why: "the cell output is always zero: TFLite runs a constant network"
+                            .into(),
+                    });
+                    continue;
+                }
+            }
+        }
+        out.push(Measurement {
+            line,
+            target: Target::Network {
+                spec,
+                batch: Some(col.batch()),
+            },
+            metric: Metric::LatencyUs,
+            value: t.positive(line, rec, col.name())? * 1e3,
+            repeats: None,
+            std: None,
+            mode: Some(if col.eager() {
+                Mode::Eager
+            } else {
+                Mode::Graph
+            }),
+            device: col.device().into(),
+            source: "nb201_latency_dev.csv (HW-NAS-Bench / HELP)".into(),
+            group: format!("nb201-{}", col.name()),
+        });
+    }
+    Ok((out, skipped))
 }
 
 fn deepbench_dtype(precision: &str) -> &'static str {

@@ -12,8 +12,10 @@
 //!    average the splits'. "Before" is the same with the file's values.
 //! 4. The parameters written out are a fit on all rows.
 //!
-//! Only GPU templates are fitted so far (ASIC/FPGA templates are refused with a clear
-//! error).
+//! GPU and ASIC templates are fitted (FPGA templates are refused with a clear error).
+//! On an ASIC, each Einsum shape is mapped once, on the template as given, and that
+//! mapping is held while fitting: the fit moves costs (energies, efficiencies, static
+//! power), not dataflows.
 
 pub mod bench;
 pub mod cli;
@@ -22,9 +24,12 @@ pub mod measure;
 pub mod report;
 
 use crate::arch::gpu::{Gpu, Mode};
-use crate::arch::{self, Accelerator};
+use crate::arch::{self, Accelerator, Template};
+use crate::cost::network::{Schedule, ScheduleCache};
 use crate::cost::{self, NetworkOptions};
+use crate::lower::Einsum;
 use crate::lower::{self, LayerWork};
+use crate::map::Problem;
 use crate::workload::{self, spec, Graph};
 use measure::{Measurement, Metric, Skipped, Target};
 use rand::seq::SliceRandom;
@@ -32,8 +37,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use report::Stats;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -52,17 +58,78 @@ pub enum CalibrateError {
     Template { path: PathBuf, message: String },
 }
 
-/// A parameter `coex calibrate` can fit on a GPU template.
-pub struct GpuParam {
-    /// Its key in the template file.
-    pub key: &'static str,
+/// A template being fitted. An ASIC carries the mappings found on the template as
+/// given (shared by its clones), reused for every parameter value.
+#[derive(Clone)]
+pub enum Device {
+    Gpu(Gpu),
+    Asic(Template, Arc<Mappings>),
+}
+
+impl Device {
+    pub fn name(&self) -> &str {
+        match self {
+            Device::Gpu(g) => &g.name,
+            Device::Asic(t, _) => &t.name,
+        }
+    }
+}
+
+/// Mappings by Einsum shape, found once (see [`Device`]).
+#[derive(Default)]
+pub struct Mappings(Mutex<HashMap<Einsum, (Problem, Schedule, usize)>>);
+
+impl ScheduleCache for Mappings {
+    fn get_or_map(
+        &self,
+        shape: &Einsum,
+        map: &(dyn Fn() -> Result<(Problem, Schedule, usize), cost::CostError> + Sync),
+    ) -> Result<(Problem, Schedule, usize), cost::CostError> {
+        if let Some(hit) = self.0.lock().unwrap().get(shape) {
+            return Ok(hit.clone());
+        }
+        let v = map()?;
+        self.0.lock().unwrap().insert(shape.clone(), v.clone());
+        Ok(v)
+    }
+}
+
+/// A parameter `coex calibrate` can fit: its key in the template file, its bounds,
+/// and how to read and set it on a device.
+pub struct Param {
+    pub key: String,
     pub bounds: fit::Bounds,
+    get: Getter,
+    set: Setter,
+}
+
+type Getter = Box<dyn Fn(&Device) -> f64 + Send + Sync>;
+type Setter = Box<dyn Fn(&mut Device, f64) + Send + Sync>;
+
+/// A GPU parameter from its key and accessors.
+fn gpu_param(
+    key: &'static str,
+    bounds: fit::Bounds,
     get: fn(&Gpu) -> f64,
     set: fn(&mut Gpu, f64),
+) -> Param {
+    Param {
+        key: key.into(),
+        bounds,
+        get: Box::new(move |d| match d {
+            Device::Gpu(g) => get(g),
+            Device::Asic(..) => f64::NAN,
+        }),
+        set: Box::new(move |d, v| {
+            if let Device::Gpu(g) = d {
+                set(g, v)
+            }
+        }),
+    }
 }
 
 /// Every fittable GPU parameter: efficiencies in (0, 1], overheads ≥ 0.
-pub fn gpu_params() -> Vec<GpuParam> {
+pub fn gpu_params() -> Vec<Param> {
     let eff = || fit::Bounds {
         lo: 1e-3,
         hi: 1.0,
@@ -74,47 +141,59 @@ pub fn gpu_params() -> Vec<GpuParam> {
         scale: 1.0,
     };
     vec![
-        GpuParam {
-            key: "model.tensor_efficiency",
-            bounds: eff(),
-            get: |g| g.model.tensor_efficiency,
-            set: |g, v| g.model.tensor_efficiency = v,
-        },
-        GpuParam {
-            key: "model.cuda_efficiency",
-            bounds: eff(),
-            get: |g| g.model.cuda_efficiency,
-            set: |g, v| g.model.cuda_efficiency = v,
-        },
-        GpuParam {
-            key: "model.dram_efficiency",
-            bounds: eff(),
-            get: |g| g.model.dram_efficiency,
-            set: |g, v| g.model.dram_efficiency = v,
-        },
-        GpuParam {
-            key: "model.l2_efficiency",
-            bounds: eff(),
-            get: |g| g.model.l2_efficiency,
-            set: |g, v| g.model.l2_efficiency = v,
-        },
-        GpuParam {
-            key: "device.launch_overhead_us",
-            bounds: us(),
-            get: |g| g.device.launch_overhead_us,
-            set: |g, v| g.device.launch_overhead_us = v,
-        },
-        GpuParam {
-            key: "model.dispatch_overhead_us",
-            bounds: us(),
-            get: |g| g.model.dispatch_overhead_us,
-            set: |g, v| g.model.dispatch_overhead_us = v,
-        },
+        gpu_param(
+            "model.tensor_efficiency",
+            eff(),
+            |g| g.model.tensor_efficiency,
+            |g, v| g.model.tensor_efficiency = v,
+        ),
+        gpu_param(
+            "model.unaligned_tensor_efficiency",
+            eff(),
+            |g| g.unaligned_efficiency(),
+            |g, v| g.model.unaligned_tensor_efficiency = Some(v),
+        ),
+        gpu_param(
+            "model.conv_efficiency",
+            eff(),
+            |g| g.model.conv_efficiency,
+            |g, v| g.model.conv_efficiency = v,
+        ),
+        gpu_param(
+            "model.cuda_efficiency",
+            eff(),
+            |g| g.model.cuda_efficiency,
+            |g, v| g.model.cuda_efficiency = v,
+        ),
+        gpu_param(
+            "model.dram_efficiency",
+            eff(),
+            |g| g.model.dram_efficiency,
+            |g, v| g.model.dram_efficiency = v,
+        ),
+        gpu_param(
+            "model.l2_efficiency",
+            eff(),
+            |g| g.model.l2_efficiency,
+            |g, v| g.model.l2_efficiency = v,
+        ),
+        gpu_param(
+            "device.launch_overhead_us",
+            us(),
+            |g| g.device.launch_overhead_us,
+            |g, v| g.device.launch_overhead_us = v,
+        ),
+        gpu_param(
+            "model.dispatch_overhead_us",
+            us(),
+            |g| g.model.dispatch_overhead_us,
+            |g, v| g.model.dispatch_overhead_us = v,
+        ),
     ]
 }
 
 /// The parameters fitted when `--params` is not given.
-pub const DEFAULT_GPU_PARAMS: &str = "tensor_efficiency,cuda_efficiency,dram_efficiency,l2_efficiency,launch_overhead_us,dispatch_overhead_us";
+pub const DEFAULT_GPU_PARAMS: &str = "tensor_efficiency,unaligned_tensor_efficiency,conv_efficiency,cuda_efficiency,dram_efficiency,l2_efficiency,launch_overhead_us,dispatch_overhead_us";
 
 /// How to split rows into training and held-out sets.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -122,6 +201,10 @@ pub const DEFAULT_GPU_PARAMS: &str = "tensor_efficiency,cuda_efficiency,dram_eff
 pub enum Split {
     Folds(usize),
     Holdout(f64),
+    /// Fit on this many random rows, report on all the others (a few measured networks
+    /// calibrate a template for the rest of a search space). The written parameters
+    /// are that fit, not a refit on every row.
+    Train(usize),
 }
 
 /// What `coex calibrate` was asked to do.
@@ -135,6 +218,8 @@ pub struct Config {
     /// Parameter names (with or without their `model.`/`device.` prefix).
     pub params: Vec<String>,
     pub seed: u64,
+    /// What the fit minimizes.
+    pub loss: fit::Loss,
 }
 
 /// A measured row, parsed and lowered once.
@@ -207,83 +292,136 @@ pub struct GroupResult {
 
 /// Loads `path` as a GPU template (other kinds are refused).
 pub fn load_gpu(path: &Path) -> Result<Gpu, CalibrateError> {
+    match load_device(path)? {
+        Device::Gpu(g) => Ok(g),
+        Device::Asic(..) => Err(CalibrateError::Template {
+            path: path.to_path_buf(),
+            message: "expected a GPU template (accelerators/gpu/*.toml)".into(),
+        }),
+    }
+}
+
+/// Loads `path` as a GPU or ASIC template (FPGA templates are refused).
+pub fn load_device(path: &Path) -> Result<Device, CalibrateError> {
     let acc = arch::load_accelerator(path, &[]).map_err(|e| CalibrateError::Template {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     match acc {
-        Accelerator::Gpu(g) => Ok(g),
+        Accelerator::Gpu(g) => Ok(Device::Gpu(g)),
+        Accelerator::Asic(t) => Ok(Device::Asic(t, Arc::default())),
         _ => Err(CalibrateError::Template {
             path: path.to_path_buf(),
-            message: "calibration fits GPU templates (accelerators/gpu/*.toml) so far; ASIC and FPGA fitting is not implemented".into(),
+            message: "calibration fits GPU and ASIC templates; FPGA fitting is not implemented"
+                .into(),
         }),
     }
 }
 
-/// Parses, lowers and test-costs every row on `g`.
+/// Parses, lowers and test-costs every row on `g` (on an ASIC this maps every Einsum
+/// shape once).
 pub fn prepare(
     rows: Vec<Measurement>,
     path: &Path,
-    g: &Gpu,
+    g: &Device,
 ) -> Result<Vec<Prepared>, CalibrateError> {
-    let mut out = Vec::with_capacity(rows.len());
-    for m in rows {
-        let line = m.line;
-        let row_err = |message: String| CalibrateError::Row {
-            path: path.to_path_buf(),
-            line,
-            message,
-        };
-        let graph = match &m.target {
-            Target::Op(s) => spec::single_op_graph(s)
-                .map_err(|e| row_err(format!("op '{s}' does not parse: {e}")))?,
-            Target::Workload { path: w, batch } => workload::load(w, *batch)
-                .map_err(|e| row_err(format!("workload {}: {e}", w.display())))?,
-        };
-        let work = lower::lower(&graph)
-            .map_err(|e| row_err(format!("'{}' cannot be lowered: {e}", m.target.describe())))?;
-        let p = Prepared { m, graph, work };
-        let v = predict(g, &p).map_err(|e| {
-            row_err(format!(
-                "'{}' cannot run on {}: {e}",
-                p.m.target.describe(),
-                g.name
-            ))
-        })?;
-        if !(v.is_finite() && v > 0.0) {
-            return Err(row_err(format!(
-                "'{}' predicts {v} {} on {}: the template cannot cost it",
-                p.m.target.describe(),
-                p.m.metric.name(),
-                g.name
-            )));
-        }
-        out.push(p);
-    }
-    Ok(out)
+    use rayon::prelude::*;
+    rows.into_par_iter()
+        .map(|m| {
+            let line = m.line;
+            let row_err = |message: String| CalibrateError::Row {
+                path: path.to_path_buf(),
+                line,
+                message,
+            };
+            let graph = match &m.target {
+                Target::Op(s) => spec::single_op_graph(s)
+                    .map_err(|e| row_err(format!("op '{s}' does not parse: {e}")))?,
+                Target::Workload { path: w, batch } => workload::load(w, *batch)
+                    .map_err(|e| row_err(format!("workload {}: {e}", w.display())))?,
+                Target::Network { spec: s, batch } => measure::network_toml(s)
+                    .and_then(|text| {
+                        workload::file::parse(&text, "network", *batch).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| row_err(format!("network '{s}': {e}")))?,
+            };
+            let work = lower::lower(&graph).map_err(|e| {
+                row_err(format!("'{}' cannot be lowered: {e}", m.target.describe()))
+            })?;
+            let p = Prepared { m, graph, work };
+            let v = predict(g, &p).map_err(|e| {
+                row_err(format!(
+                    "'{}' cannot run on {}: {e}",
+                    p.m.target.describe(),
+                    g.name()
+                ))
+            })?;
+            if !(v.is_finite() && v > 0.0) {
+                return Err(row_err(format!(
+                    "'{}' predicts {v} {} on {}: the template cannot cost it",
+                    p.m.target.describe(),
+                    p.m.metric.name(),
+                    g.name()
+                )));
+            }
+            Ok(p)
+        })
+        .collect()
 }
 
 /// The template's prediction of a row's metric (in the metric's unit).
-pub fn predict(g: &Gpu, p: &Prepared) -> Result<f64, cost::CostError> {
-    let mode = p.m.mode.unwrap_or(g.model.mode);
-    let r = if mode == g.model.mode {
-        cost::gpu::evaluate_lowered(&p.graph, &p.work, g, &NetworkOptions::default())?
-    } else {
-        let mut h = g.clone();
-        h.model.mode = mode;
-        cost::gpu::evaluate_lowered(&p.graph, &p.work, &h, &NetworkOptions::default())?
+///
+/// On-chip metrics leave out the DRAM level (as chip measurements that exclude the
+/// memory interface do): on-chip latency = Σ compute cycles (the array's, or a GPU
+/// kernel's compute-bound time); on-chip power = (energy − DRAM access energy) ÷
+/// on-chip latency.
+pub fn predict(d: &Device, p: &Prepared) -> Result<f64, cost::CostError> {
+    let opts = NetworkOptions::default();
+    let (r, cycle_s) = match d {
+        Device::Gpu(g) => {
+            let mode = p.m.mode.unwrap_or(g.model.mode);
+            let r = if mode == g.model.mode {
+                cost::gpu::evaluate_lowered(&p.graph, &p.work, g, &opts)?
+            } else {
+                let mut h = g.clone();
+                h.model.mode = mode;
+                cost::gpu::evaluate_lowered(&p.graph, &p.work, &h, &opts)?
+            };
+            (r, g.cycle_s())
+        }
+        Device::Asic(t, maps) => (
+            cost::network::evaluate_network_cached(&p.graph, t, &opts, None, Some(&**maps))?,
+            t.cycle_s(),
+        ),
     };
+    let onchip_s = || r.layers.iter().map(|l| l.compute_cycles).sum::<f64>() * cycle_s;
+    let dram_pj: f64 = r
+        .energy_by_level_pj
+        .iter()
+        .filter(|(l, _)| l == "DRAM")
+        .map(|(_, e)| e)
+        .sum();
     Ok(match p.m.metric {
         Metric::LatencyUs => r.total.latency_s * 1e6,
         Metric::EnergyUj => r.total.energy_pj * 1e-6,
         Metric::PowerW => r.total.energy_pj * 1e-12 / r.total.latency_s,
         Metric::Cycles => r.total.latency_cycles,
+        Metric::OnchipLatencyUs => onchip_s() * 1e6,
+        Metric::OnchipPowerW => (r.total.energy_pj - dram_pj) * 1e-12 / onchip_s(),
     })
 }
 
+/// Every fittable parameter of `d`'s kind.
+pub fn params_of(d: &Device) -> Vec<Param> {
+    match d {
+        Device::Gpu(_) => gpu_params(),
+        Device::Asic(t, _) => asic_params(t),
+    }
+}
+
 /// Resolves parameter names (`tensor_efficiency` or `model.tensor_efficiency`).
-pub fn resolve_params(names: &[String]) -> Result<Vec<GpuParam>, CalibrateError> {
-    let mut all = gpu_params();
+pub fn resolve_params(names: &[String], d: &Device) -> Result<Vec<Param>, CalibrateError> {
+    let mut all = params_of(d);
     let mut out = Vec::new();
     for n in names {
         let n = n.trim();
@@ -292,10 +430,11 @@ pub fn resolve_params(names: &[String]) -> Result<Vec<GpuParam>, CalibrateError>
             .position(|p| p.key == n || p.key.split_once('.').map(|x| x.1) == Some(n))
             .ok_or_else(|| {
                 CalibrateError::Usage(format!(
-                    "--params: unknown parameter '{n}'; GPU templates fit {}",
-                    gpu_params()
+                    "--params: unknown parameter '{n}'; {} fits {}",
+                    d.name(),
+                    params_of(d)
                         .iter()
-                        .map(|p| p.key.split_once('.').unwrap().1)
+                        .map(|p| p.key.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))
@@ -308,7 +447,7 @@ pub fn resolve_params(names: &[String]) -> Result<Vec<GpuParam>, CalibrateError>
     Ok(out)
 }
 
-fn with_params(g: &Gpu, params: &[GpuParam], x: &[f64]) -> Gpu {
+fn with_params(g: &Device, params: &[Param], x: &[f64]) -> Device {
     let mut h = g.clone();
     for (p, &v) in params.iter().zip(x) {
         (p.set)(&mut h, v);
@@ -316,14 +455,15 @@ fn with_params(g: &Gpu, params: &[GpuParam], x: &[f64]) -> Gpu {
     h
 }
 
-fn predict_all(g: &Gpu, rows: &[&Prepared]) -> Result<Vec<f64>, cost::CostError> {
-    rows.iter().map(|p| predict(g, p)).collect()
+fn predict_all(g: &Device, rows: &[&Prepared]) -> Result<Vec<f64>, cost::CostError> {
+    use rayon::prelude::*;
+    rows.par_iter().map(|p| predict(g, p)).collect()
 }
 
 /// The residuals ln(predicted / measured) of `rows` under parameters `x`.
 fn residuals(
-    g: &Gpu,
-    params: &[GpuParam],
+    g: &Device,
+    params: &[Param],
     rows: &[&Prepared],
     x: &[f64],
 ) -> Result<Vec<f64>, cost::CostError> {
@@ -337,14 +477,15 @@ fn residuals(
 
 /// Fits `params` of `g` on `rows` from the template's values.
 pub fn fit_rows(
-    g: &Gpu,
-    params: &[GpuParam],
+    g: &Device,
+    params: &[Param],
     rows: &[&Prepared],
+    loss: fit::Loss,
 ) -> Result<fit::Fit, cost::CostError> {
     let x0: Vec<f64> = params.iter().map(|p| (p.get)(g)).collect();
     let bounds: Vec<fit::Bounds> = params.iter().map(|p| p.bounds.clone()).collect();
     let names: Vec<String> = params.iter().map(|p| p.key.to_string()).collect();
-    fit::levenberg_marquardt(&x0, &bounds, &names, &|x: &[f64]| {
+    fit::fit(loss, &x0, &bounds, &names, &|x: &[f64]| {
         residuals(g, params, rows, x)
     })
 }
@@ -373,6 +514,10 @@ pub fn splits(n: usize, split: Split, seed: u64) -> Vec<(Vec<usize>, Vec<usize>)
             let tr = order[nt..].to_vec();
             vec![(tr, te)]
         }
+        Split::Train(k) => {
+            let k = k.min(n);
+            vec![(order[..k].to_vec(), order[k..].to_vec())]
+        }
     }
 }
 
@@ -393,8 +538,13 @@ fn mean_stats(s: &[Stats]) -> Stats {
 /// Runs a calibration: load, prepare, cross-validate, fit on all rows, write the text
 /// of the calibrated template.
 pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
-    let g = load_gpu(&cfg.accel)?;
-    let params = resolve_params(&cfg.params)?;
+    let g = load_device(&cfg.accel)?;
+    let names: Vec<String> = if cfg.params.is_empty() {
+        default_params(&g).split(',').map(String::from).collect()
+    } else {
+        cfg.params.clone()
+    };
+    let params = resolve_params(&names, &g)?;
     let (rows, skipped) = measure::import(cfg.format, &cfg.measurements)?;
     let rows = prepare(rows, &cfg.measurements, &g)?;
     let n = rows.len();
@@ -408,7 +558,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
         message: format!(
             "{have} {what} for {} parameters ({}); a fit needs more rows than parameters: add rows, or fit fewer with --params",
             params.len(),
-            params.iter().map(|p| p.key).collect::<Vec<_>>().join(", ")
+            params.iter().map(|p| p.key.as_str()).collect::<Vec<_>>().join(", ")
         ),
     }
     };
@@ -426,6 +576,11 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
                 "--holdout {f}: give a fraction between 0 and 1, e.g. 0.2"
             )))
         }
+        Split::Train(k) if k >= n => {
+            return Err(CalibrateError::Usage(format!(
+                "--train {k}: give fewer than the {n} rows, so that some are held out"
+            )))
+        }
         _ => {}
     }
     let sets = splits(n, cfg.split, cfg.seed);
@@ -439,10 +594,11 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     let mut after_pred = vec![f64::NAN; n];
     let (mut tr_before, mut tr_after) = (Vec::new(), Vec::new());
     let mut heldout_idx = Vec::new();
+    let mut split_fit = None;
     for (tr, te) in &sets {
         let train: Vec<&Prepared> = tr.iter().map(|&i| &rows[i]).collect();
         let test: Vec<&Prepared> = te.iter().map(|&i| &rows[i]).collect();
-        let f = fit_rows(&g, &params, &train).map_err(cost_err)?;
+        let f = fit_rows(&g, &params, &train, cfg.loss).map_err(cost_err)?;
         let h = with_params(&g, &params, &f.x);
         let pt = predict_all(&h, &train).map_err(cost_err)?;
         let mt: Vec<f64> = tr.iter().map(|&i| meas[i]).collect();
@@ -453,6 +609,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
             after_pred[i] = v;
         }
         heldout_idx.extend_from_slice(te);
+        split_fit = Some(f);
     }
     heldout_idx.sort_unstable();
     heldout_idx.dedup();
@@ -491,9 +648,12 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
             },
         );
     }
-    // The parameters written out: a fit on every row.
+    // The parameters written out: a fit on every row (with --train, the training fit).
     let all: Vec<&Prepared> = rows.iter().collect();
-    let full = fit_rows(&g, &params, &all).map_err(cost_err)?;
+    let full = match (cfg.split, split_fit) {
+        (Split::Train(_), Some(f)) => f,
+        _ => fit_rows(&g, &params, &all, cfg.loss).map_err(cost_err)?,
+    };
     let mut presult = BTreeMap::new();
     for (i, p) in params.iter().enumerate() {
         let status = full
@@ -538,13 +698,23 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     let split_text = match cfg.split {
         Split::Folds(k) => format!("{k}-fold cross-validation"),
         Split::Holdout(f) => format!("{:.0}% held out", f * 100.0),
+        Split::Train(k) => format!("fitted on {k} random rows, tested on the other {}", n - k),
     };
     let header = format!(
         "# Calibrated by `coex calibrate` on {date} from {data} ({n} rows{from}).\n\
-         # Fit: bounded Levenberg-Marquardt on ln(predicted/measured) over all rows; fitted: {fitted}.{unid}\n\
+         # Fit: {how} on ln(predicted/measured) over {over}; fitted: {fitted}.{unid}\n\
          # Held-out error ({split_text}, seed {seed}): MAPE {mb:.1}% -> {ma:.1}% (90% bootstrap {lo:.1}-{hi:.1}%), \
          median APE {db:.1}% -> {da:.1}%, Kendall tau {tb:.3} -> {ta:.3}.\n",
         date = today(),
+        how = match cfg.loss {
+            fit::Loss::LeastSquares => "bounded Levenberg-Marquardt (least squares)",
+            fit::Loss::L1 => "bounded sequential LP (L1)",
+            fit::Loss::Minimax => "bounded sequential LP (minimax)",
+        },
+        over = match cfg.split {
+            Split::Train(k) => format!("{k} training rows"),
+            _ => "all rows".into(),
+        },
         data = cfg.measurements.display(),
         from = if cfg.format == measure::Format::Tidy {
             String::new()
@@ -583,7 +753,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
         message,
     })?;
     Ok(Outcome {
-        accelerator: g.name.clone(),
+        accelerator: g.name().to_string(),
         measurements: cfg.measurements.display().to_string(),
         rows: n,
         split: cfg.split,
@@ -623,13 +793,40 @@ fn toml_float(v: f64) -> String {
 pub fn rewrite_toml(text: &str, keys: &[(String, f64)]) -> Result<String, String> {
     let mut lines: Vec<String> = text.lines().map(|l| l.to_string()).collect();
     for (key, v) in keys {
-        let (section, name) = key
-            .split_once('.')
-            .ok_or_else(|| format!("key '{key}' has no section"))?;
-        let head = lines
-            .iter()
-            .position(|l| l.trim() == format!("[{section}]"))
-            .ok_or_else(|| format!("no [{section}] table to write '{key}' into"))?;
+        let (head, name) = match key.strip_prefix("level.").and_then(|k| k.split_once('.')) {
+            // `level.<name>.<key>`: the `[[level]]` table whose name is <name>.
+            Some((level, name)) => {
+                let named = format!("name = \"{level}\"");
+                let head = (0..lines.len())
+                    .filter(|&i| lines[i].trim() == "[[level]]")
+                    .find(|&i| {
+                        lines[i + 1..]
+                            .iter()
+                            .take_while(|l| !l.trim_start().starts_with('['))
+                            .any(|l| l.trim().replace("  ", " ") == named)
+                    })
+                    .ok_or_else(|| format!("no [[level]] named '{level}' to write '{key}' into"))?;
+                (head, name)
+            }
+            None => {
+                let (section, name) = key
+                    .split_once('.')
+                    .ok_or_else(|| format!("key '{key}' has no section"))?;
+                let head = match lines
+                    .iter()
+                    .position(|l| l.trim() == format!("[{section}]"))
+                {
+                    Some(h) => h,
+                    None => {
+                        // A section the file leaves to defaults: add it at the end.
+                        lines.push(String::new());
+                        lines.push(format!("[{section}]"));
+                        lines.len() - 1
+                    }
+                };
+                (head, name)
+            }
+        };
         let end = lines[head + 1..]
             .iter()
             .position(|l| l.trim_start().starts_with('['))
@@ -681,6 +878,106 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The parameters fitted when `--params` is not given, by template kind.
+pub fn default_params(d: &Device) -> &'static str {
+    match d {
+        Device::Gpu(_) => DEFAULT_GPU_PARAMS,
+        Device::Asic(..) => DEFAULT_ASIC_PARAMS,
+    }
+}
+
+/// The ASIC parameters fitted by default: the array's efficiency (latency), static
+/// power and the MAC energy (power). Per-level energy scales can be added.
+pub const DEFAULT_ASIC_PARAMS: &str = "array.efficiency,accelerator.static_power_mw,mac.energy_pj";
+
+/// Every fittable ASIC parameter: `array.efficiency` in (0, 1]; static power ≥ 0;
+/// the MAC energy at the template's word width (other precisions scale with it); each
+/// level's `energy_scale` (multiplies its read, write and update energies).
+pub fn asic_params(t: &Template) -> Vec<Param> {
+    fn asic(d: &Device) -> Option<&Template> {
+        match d {
+            Device::Asic(t, _) => Some(t),
+            Device::Gpu(_) => None,
+        }
+    }
+    let mut v = vec![
+        Param {
+            key: "array.efficiency".into(),
+            bounds: fit::Bounds {
+                lo: 1e-3,
+                hi: 1.0,
+                scale: 0.1,
+            },
+            get: Box::new(move |d| asic(d).map_or(f64::NAN, |t| t.array.efficiency)),
+            set: Box::new(|d, v| {
+                if let Device::Asic(t, _) = d {
+                    t.array.efficiency = v
+                }
+            }),
+        },
+        Param {
+            key: "accelerator.static_power_mw".into(),
+            bounds: fit::Bounds {
+                lo: 0.0,
+                hi: 1e6,
+                scale: 10.0,
+            },
+            get: Box::new(move |d| asic(d).map_or(f64::NAN, |t| t.static_power_mw)),
+            set: Box::new(|d, v| {
+                if let Device::Asic(t, _) = d {
+                    t.static_power_mw = v
+                }
+            }),
+        },
+        Param {
+            key: "mac.energy_pj".into(),
+            bounds: fit::Bounds {
+                lo: 1e-4,
+                hi: 1e3,
+                scale: 0.1,
+            },
+            get: Box::new(move |d| asic(d).map_or(f64::NAN, native_mac_pj)),
+            set: Box::new(|d, v| {
+                if let Device::Asic(t, _) = d {
+                    let f = v / native_mac_pj(t);
+                    t.mac_energy_pj.iter_mut().for_each(|(_, e)| *e *= f);
+                }
+            }),
+        },
+    ];
+    for (i, l) in t.levels.iter().enumerate() {
+        v.push(Param {
+            key: format!("level.{}.energy_scale", l.name),
+            bounds: fit::Bounds {
+                lo: 1e-3,
+                hi: 1e3,
+                scale: 0.1,
+            },
+            get: Box::new(move |d| asic(d).map_or(f64::NAN, |t| t.levels[i].energy_scale)),
+            set: Box::new(move |d, v| {
+                if let Device::Asic(t, _) = d {
+                    let l = &mut t.levels[i];
+                    let f = v / l.energy_scale;
+                    l.read_energy_pj *= f;
+                    l.write_energy_pj *= f;
+                    l.update_energy_pj *= f;
+                    l.energy_scale = v;
+                }
+            }),
+        });
+    }
+    v
+}
+
+/// The MAC energy at the template's word width (what `[mac] energy_pj` gives), pJ.
+fn native_mac_pj(t: &Template) -> f64 {
+    t.mac_energy_pj
+        .iter()
+        .find(|(d, _)| d.bytes() * 8 == t.word_bits as u64)
+        .or(t.mac_energy_pj.first())
+        .map_or(0.0, |(_, e)| *e)
+}
+
 /// The mode a row is costed in (its own, else the template's).
 pub fn row_mode(g: &Gpu, m: &Measurement) -> Mode {
     m.mode.unwrap_or(g.model.mode)
@@ -703,6 +1000,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "# top\n[device]\nlaunch_overhead_us = 2.5 # note\n[model]\ndispatch_overhead_us = 11.0\ntensor_efficiency = 0.85\nl2_efficiency = 0.8123\n");
+    }
+
+    #[test]
+    fn rewrite_finds_named_levels_and_adds_missing_sections() {
+        let t = "[accelerator]\nname = \"x\"\n\n[[level]]\nname = \"DRAM\"\n\n[[level]]\nname = \"GLB\"\nsize_kib = 8\n\n[array]\nrows = 2\n";
+        let out = rewrite_toml(
+            t,
+            &[
+                ("level.GLB.energy_scale".into(), 1.5),
+                ("mac.energy_pj".into(), 0.25),
+                ("array.efficiency".into(), 0.8),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out, "[accelerator]\nname = \"x\"\n\n[[level]]\nname = \"DRAM\"\n\n[[level]]\nenergy_scale = 1.5\nname = \"GLB\"\nsize_kib = 8\n\n[array]\nefficiency = 0.8\nrows = 2\n\n[mac]\nenergy_pj = 0.25\n");
+        assert!(rewrite_toml(t, &[("level.SPAD.energy_scale".into(), 1.0)]).is_err());
     }
 
     #[test]

@@ -54,12 +54,47 @@ pub fn gemm_with_tile(
     k: u64,
     t: [u32; 3],
 ) -> Option<GemmEstimate> {
-    gemm_split(g, dtype, batch, m, n, k, t, 1)
+    gemm_split(g, dtype, batch, m, n, k, t, 1, Layout::dense(dtype, n, k))
+}
+
+/// How a GEMM's operands sit in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The unique elements behind A when A is an implicit view of a smaller tensor (a
+    /// conv's im2col matrix gathers overlapping windows of its input: DRAM reads the
+    /// input once, not the `batch·m·k` im2col volume; L2 still serves every CTA's
+    /// gathered band). `None`: A is a stored `batch·m·k` matrix.
+    pub a_elems: Option<u64>,
+    /// Rows start on 16-byte boundaries, as tensor-core kernels need for their vector
+    /// loads (NVIDIA's Matrix Multiplication guide: fp16 dims a multiple of 8). When
+    /// not, tensor-core rate × `model.unaligned_tensor_efficiency` (a slower kernel on
+    /// TMA devices) instead of `tensor_efficiency`.
+    pub aligned: bool,
+    /// A convolution (its efficiency × `model.conv_efficiency`).
+    pub conv: bool,
+}
+
+impl Layout {
+    /// A stored row-major `m×k` · `k×n` product: aligned when `k` and `n` (the row
+    /// lengths of A, B and C) fill whole 16-byte words.
+    pub fn dense(dtype: DType, n: u64, k: u64) -> Layout {
+        Layout {
+            a_elems: None,
+            aligned: aligned16(dtype, n) && aligned16(dtype, k),
+            conv: false,
+        }
+    }
+}
+
+/// Whether `elems` elements of `dtype` are a whole number of 16-byte words.
+fn aligned16(dtype: DType, elems: u64) -> bool {
+    (elems * dtype.bytes()).is_multiple_of(16)
 }
 
 /// As `gemm_with_tile`, with the reduction split over `split` CTAs per output tile
 /// (split-K, what libraries do when the output has too few tiles to fill the GPU):
 /// each CTA reduces ⌈K/split⌉, and the fp32 partial outputs make one extra round trip.
+/// `layout` says how A is stored and whether tensor cores can load the operands.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_split(
     g: &Gpu,
@@ -70,7 +105,9 @@ pub fn gemm_split(
     k_total: u64,
     t: [u32; 3],
     split: u64,
+    layout: Layout,
 ) -> Option<GemmEstimate> {
+    let a_elems = layout.a_elems;
     let (peak, pipe) = g.peak(dtype)?;
     let bytes = dtype.bytes() as f64;
     let (tm, tn, tk) = (t[0] as u64, t[1] as u64, t[2] as u64);
@@ -83,7 +120,15 @@ pub fn gemm_split(
     let k_padded = k.div_ceil(tk) * tk;
     let per_sm_macs = (ctas * tm * tn * k_padded) as f64;
     let occupancy = ((ctas * tm * tn) as f64 / g.model.saturating_tile_elems).min(1.0);
-    let rate = peak * g.efficiency(pipe) * occupancy;
+    let efficiency = match pipe {
+        Pipe::Tensor if !layout.aligned => g.unaligned_efficiency(),
+        p => g.efficiency(p),
+    } * if layout.conv {
+        g.model.conv_efficiency
+    } else {
+        1.0
+    };
+    let rate = peak * efficiency * occupancy;
     let compute_s = waves as f64 * per_sm_macs / rate * g.cycle_s();
     let (a, b, c) = (
         (m * k_total) as f64 * bytes,
@@ -99,6 +144,7 @@ pub fn gemm_split(
     let (a_reads, b_reads) = (a * n.div_ceil(tn) as f64, b * m.div_ceil(tm) as f64);
     let cl = g.model.cluster_multicast.max(1) as f64;
     let l2_bytes = (a_reads / cl + b_reads).min(a_reads + b_reads / cl) + c;
+    let a = a_elems.map(|e| (e as f64 * bytes).min(a)).unwrap_or(a);
     let unique = a + b + c;
     let l2_capacity = g.device.l2_mib * 1024.0 * 1024.0;
     let dram_bytes = if a + b <= l2_capacity {
@@ -136,6 +182,19 @@ pub fn gemm_split(
 /// Splits are powers of two up to `model.max_split_k`, only while the output alone
 /// leaves SMs idle.
 pub fn gemm(g: &Gpu, dtype: DType, batch: u64, m: u64, n: u64, k: u64) -> Option<GemmEstimate> {
+    gemm_laid_out(g, dtype, batch, m, n, k, Layout::dense(dtype, n, k))
+}
+
+/// As `gemm`, with the operands' `layout` given.
+pub fn gemm_laid_out(
+    g: &Gpu,
+    dtype: DType,
+    batch: u64,
+    m: u64,
+    n: u64,
+    k: u64,
+    layout: Layout,
+) -> Option<GemmEstimate> {
     let mut best: Option<GemmEstimate> = None;
     for &t in &g.model.cta_tiles {
         let out_tiles = batch * m.div_ceil(t[0] as u64) * n.div_ceil(t[1] as u64);
@@ -144,12 +203,153 @@ pub fn gemm(g: &Gpu, dtype: DType, batch: u64, m: u64, n: u64, k: u64) -> Option
             && (split == 1 || out_tiles * split / 2 < g.device.sms as u64)
             && split <= k.div_ceil(t[2] as u64)
         {
-            if let Some(e) = gemm_split(g, dtype, batch, m, n, k, t, split) {
+            if let Some(e) = gemm_split(g, dtype, batch, m, n, k, t, split, layout) {
                 if best.map(|b| e.latency_s < b.latency_s).unwrap_or(true) {
                     best = Some(e);
                 }
             }
             split *= 2;
+        }
+    }
+    best
+}
+
+/// A GEMM run as a streaming kernel with no output tiles (cuBLAS's GEMV for skinny
+/// products, min(M, N) ≤ 32; cuDNN's direct depthwise conv, N = 1): CUDA cores at
+/// the dtype's rate (fp32's when the device lists none for it) with no tile padding,
+/// each operand read once from DRAM: latency = max(MACs ÷ (CUDA peak × efficiency),
+/// (|A| + |B| + |C|) ÷ (DRAM bandwidth × efficiency)) + one launch. `None` for
+/// products that are not skinny.
+pub fn streaming(
+    g: &Gpu,
+    dtype: DType,
+    batch: u64,
+    m: u64,
+    n: u64,
+    k: u64,
+    layout: Layout,
+) -> Option<GemmEstimate> {
+    if m.min(n) > 32 {
+        return None;
+    }
+    let rate = g
+        .device
+        .cuda_macs_per_sm_cycle
+        .get(dtype.name())
+        .or_else(|| g.device.cuda_macs_per_sm_cycle.get("fp32"))?;
+    let macs = batch * m * n * k;
+    let bytes = dtype.bytes() as f64;
+    let a = layout.a_elems.unwrap_or(batch * m * k) as f64;
+    let dram_bytes = (a + (batch * k * n) as f64 + (batch * m * n) as f64) * bytes;
+    // Whole cycles: every SM issues `rate` MACs a cycle at best.
+    let issue_cycles = (macs as f64 / (rate * g.device.sms as f64)).ceil();
+    let compute_s = issue_cycles / g.model.cuda_efficiency * g.cycle_s();
+    let memory_s = dram_bytes / (g.device.dram_gb_s * 1e9 * g.model.dram_efficiency);
+    Some(GemmEstimate {
+        tile: [0, 0, 0],
+        split_k: 1,
+        tiles: 1,
+        ctas_per_sm: 1,
+        waves: 1,
+        pipe: Pipe::Cuda,
+        compute_s,
+        memory_s,
+        latency_s: compute_s.max(memory_s) + g.device.launch_overhead_us * 1e-6,
+        dram_bytes,
+        l2_bytes: dram_bytes,
+        padded_macs: macs,
+    })
+}
+
+/// A 2-D convolution read from an Einsum's dims and projections (the lowering of a
+/// conv: dims `N G K C P Q R S`, input row = P·stride + R·dilation − pad).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub n: u64,
+    pub groups: u64,
+    pub k: u64,
+    pub c: u64,
+    pub p: u64,
+    pub q: u64,
+    pub r: u64,
+    pub s: u64,
+    pub stride: [i64; 2],
+    pub dilation: [i64; 2],
+}
+
+/// The conv shape of `e`, or `None` when `e` is not a 2-D convolution.
+pub fn conv_shape(e: &Einsum) -> Option<ConvShape> {
+    let names: Vec<&str> = e.dims.iter().map(|d| d.name).collect();
+    if names != ["N", "G", "K", "C", "P", "Q", "R", "S"] || e.input.proj.len() != 4 {
+        return None;
+    }
+    let coef = |axis: usize, dim: usize| {
+        e.input.proj[axis]
+            .terms
+            .iter()
+            .find(|t| t.0 == dim)
+            .map(|t| t.1)
+    };
+    let b = |i: usize| e.dims[i].bound as u64;
+    Some(ConvShape {
+        n: b(0),
+        groups: b(1),
+        k: b(2),
+        c: b(3),
+        p: b(4),
+        q: b(5),
+        r: b(6),
+        s: b(7),
+        stride: [coef(2, 4)?, coef(3, 5)?],
+        dilation: [coef(2, 6).unwrap_or(1), coef(3, 7).unwrap_or(1)],
+    })
+}
+
+/// Winograd convolution as cuDNN's non-fused algorithm runs it (Lavin & Gray, CVPR
+/// 2016): F(m×m, r×r) turns the conv into α² = (m + r − 1)² independent GEMMs of
+/// [tiles × C] × [C × K], tiles = N·⌈P/m⌉·⌈Q/m⌉, costed as any batched GEMM
+/// (`gemm`); three transform kernels (input, filter, output) stream through DRAM:
+/// they read the input, filter and transformed output and write the transformed
+/// input, filter and the output. Transform arithmetic is not counted (it is
+/// bandwidth bound). Candidates: F(4×4, 3×3), F(2×2, 3×3), F(2×2, 5×5); only for
+/// stride 1, dilation 1, one group, and a dtype on CUDA cores (tensor-core convs run
+/// as implicit GEMM). Returns the fastest candidate and its m.
+pub fn winograd(g: &Gpu, dtype: DType, cs: &ConvShape) -> Option<(GemmEstimate, u64)> {
+    let plain = cs.stride == [1, 1] && cs.dilation == [1, 1] && cs.groups == 1;
+    let candidates: &[u64] = match (cs.r, cs.s) {
+        (3, 3) if plain => &[4, 2],
+        (5, 5) if plain => &[2],
+        _ => &[],
+    };
+    let bytes = dtype.bytes() as f64;
+    let mut best: Option<(GemmEstimate, u64)> = None;
+    for &m in candidates {
+        let alpha2 = (m + cs.r - 1).pow(2);
+        let tiles = cs.n * cs.p.div_ceil(m) * cs.q.div_ceil(m);
+        let layout = Layout {
+            conv: true,
+            ..Layout::dense(dtype, cs.k, cs.c)
+        };
+        let mut est = gemm_laid_out(g, dtype, alpha2, tiles, cs.k, cs.c, layout)?;
+        if est.pipe != Pipe::Cuda {
+            return None;
+        }
+        let input = cs.n * cs.c * (cs.p + cs.r - 1) * (cs.q + cs.s - 1);
+        let moved = input
+            + alpha2 * tiles * cs.c
+            + cs.k * cs.c * cs.r * cs.s
+            + alpha2 * cs.k * cs.c
+            + alpha2 * tiles * cs.k
+            + cs.n * cs.k * cs.p * cs.q;
+        let transform_bytes = moved as f64 * bytes;
+        let transform_s = transform_bytes / (g.device.dram_gb_s * 1e9 * g.model.dram_efficiency)
+            + 3.0 * g.device.launch_overhead_us * 1e-6;
+        est.memory_s += transform_s;
+        est.latency_s += transform_s;
+        est.dram_bytes += transform_bytes;
+        est.l2_bytes += transform_bytes;
+        if best.map(|b| est.latency_s < b.0.latency_s).unwrap_or(true) {
+            best = Some((est, m));
         }
     }
     best
@@ -185,18 +385,83 @@ type Parts = [f64; 4];
 
 const ENERGY_PARTS: [&str; 4] = ["DRAM", "L2", "compute", "static"];
 
-fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), CostError> {
+/// The kernel a library would run for an Einsum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Tiled GEMM (implicit GEMM for convs).
+    Tiled,
+    /// Winograd F(m×m, r×r) (`winograd`).
+    Winograd(u64),
+    /// GEMV-like streaming kernel (`streaming`).
+    Streaming,
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Algorithm::Tiled => Ok(()),
+            Algorithm::Winograd(m) => write!(f, "winograd F({m}x{m}) "),
+            Algorithm::Streaming => write!(f, "streaming (gemv/direct)"),
+        }
+    }
+}
+
+/// The fastest of the kernels a library has for `e` (cuBLAS heuristics, cuDNN with
+/// `benchmark` on): tiled GEMM always; Winograd for eligible convs when
+/// `model.winograd`; the streaming kernel for skinny products. Returns the estimate,
+/// the algorithm and the MACs it executes (Winograd: its transformed GEMMs').
+pub fn fastest_algorithm(g: &Gpu, e: &Einsum) -> Result<(GemmEstimate, Algorithm, u64), CostError> {
     let p = Problem::from_einsum(e)?;
     let (b, m, n, k) = super::gemm_view(&p);
-    let est = gemm(g, e.dtype, b, m, n, k).ok_or_else(|| {
-        CostError::Unsupported(format!(
-            "{}: device '{}' has no {} throughput (device.tensor_macs_per_sm_cycle / cuda_macs_per_sm_cycle)",
-            g.path.display(),
-            g.name,
-            e.dtype
-        ))
-    })?;
-    let mut est = est;
+    let conv = conv_shape(e);
+    let layout = match conv {
+        // A conv's A operand is its input read through im2col windows; tensor-core
+        // kernels need whole 16-byte words of input and output channels.
+        Some(cs) => Layout {
+            a_elems: Some(e.input.elements()),
+            aligned: aligned16(e.dtype, cs.c) && aligned16(e.dtype, cs.k),
+            conv: true,
+        },
+        None => Layout::dense(e.dtype, n, k),
+    };
+    let mut best = gemm_laid_out(g, e.dtype, b, m, n, k, layout)
+        .map(|est| (est, Algorithm::Tiled, e.macs()))
+        .ok_or_else(|| {
+            CostError::Unsupported(format!(
+                "{}: device '{}' has no {} throughput (device.tensor_macs_per_sm_cycle / cuda_macs_per_sm_cycle)",
+                g.path.display(),
+                g.name,
+                e.dtype
+            ))
+        })?;
+    if let Some((w, mm)) = conv
+        .filter(|_| g.model.winograd)
+        .and_then(|cs| winograd(g, e.dtype, &cs).map(|(w, mm)| (w, mm, cs)))
+        .map(|(w, mm, cs)| {
+            let a2 = (mm + cs.r - 1).pow(2);
+            (
+                w,
+                (
+                    mm,
+                    a2 * cs.n * cs.p.div_ceil(mm) * cs.q.div_ceil(mm) * cs.k * cs.c,
+                ),
+            )
+        })
+    {
+        if w.latency_s < best.0.latency_s {
+            best = (w, Algorithm::Winograd(mm.0), mm.1);
+        }
+    }
+    if let Some(st) = streaming(g, e.dtype, b, m, n, k, layout) {
+        if st.latency_s < best.0.latency_s {
+            best = (st, Algorithm::Streaming, e.macs());
+        }
+    }
+    Ok(best)
+}
+
+fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), CostError> {
+    let (mut est, algorithm, executed_macs) = fastest_algorithm(g, e)?;
     est.latency_s = est.latency_s.max(g.dispatch_floor_s());
     let cycles = est.latency_s / g.cycle_s();
     let (peak, _) = g.peak(e.dtype).unwrap_or((1.0, Pipe::Cuda));
@@ -228,24 +493,28 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), Co
         kernel: e.name.clone(),
         kind: "einsum",
         precision: e.dtype.name(),
-        mapping: format!(
-            "cta {}x{}x{} split-k {} {:?}, {} tiles, {} waves of {}x{}",
-            est.tile[0],
-            est.tile[1],
-            est.tile[2],
-            est.split_k,
-            est.pipe,
-            est.tiles,
-            est.waves,
-            g.device.sms,
-            est.ctas_per_sm
-        ),
+        mapping: match algorithm {
+            Algorithm::Streaming => format!("{algorithm} {:?}", est.pipe),
+            _ => format!(
+                "{algorithm}cta {}x{}x{} split-k {} {:?}, {} tiles, {} waves of {}x{}",
+                est.tile[0],
+                est.tile[1],
+                est.tile[2],
+                est.split_k,
+                est.pipe,
+                est.tiles,
+                est.waves,
+                g.device.sms,
+                est.ctas_per_sm
+            ),
+        },
         macs: e.macs(),
         padded_macs: est.padded_macs,
         compute_cycles: est.compute_s / g.cycle_s(),
         latency_cycles: cycles,
         energy_pj: energy,
-        utilization: e.macs() as f64 / (cycles * peak * g.device.sms as f64),
+        // Arithmetic the kernel executes (Winograd: the transformed GEMMs') over peak.
+        utilization: executed_macs as f64 / (cycles * peak * g.device.sms as f64),
         bound: bound.into(),
         accesses: vec![
             Access {

@@ -116,6 +116,8 @@ pub fn leakage_pj(t: &Template, cycles: f64) -> f64 {
 /// bandwidth); energy = MACs × MAC energy at the precision + Σ accesses × access energy
 /// + leakage and static power over the latency.
 pub fn quick_with(p: &Problem, t: &Template, c: &Counts, compute_cycles: f64) -> Quick {
+    // `[array] efficiency`: control and fill cycles the mapping does not show.
+    let compute_cycles = compute_cycles / t.array.efficiency;
     let mut latency = compute_cycles;
     let mut bound = None;
     // A precision the template cannot run never reaches here (see `mac_energy`).

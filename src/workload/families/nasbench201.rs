@@ -19,9 +19,16 @@
 //!
 //! A cell whose output is zero makes the whole network's prediction a constant, so such
 //! an arch (341 of the 15,625 in NAS-Bench-201) is rejected with an error naming `arch`.
-//! PyTorch's eager `TinyNetwork` does run the dead ops (and the reference table's
-//! `macs_cifar_derived` column counts every conv in every cell, dead or not); the two
-//! counts agree exactly on every arch whose cell has no dead edge.
+//!
+//! That pruning is the default (`dead_ops = "prune"`) because it is how the network is
+//! deployed through a compiler: TFLite on the Pixel 3 and Raspberry Pi 4 (HW-NAS-Bench)
+//! measures near-zero latency for cells whose output is disconnected. An eager framework
+//! does not prune: PyTorch's `TinyNetwork` (xautodl) runs every edge, a `none` edge as
+//! `x.mul(0.)`, and the GTX 1080 Ti latencies of the same tables include that work.
+//! `dead_ops = "run"` builds the cell so: every edge of the arch string, `none` as an
+//! element-wise multiply by a scalar zero; then no arch is refused, and the MAC count
+//! equals the reference table's `macs_cifar_derived` (which counts every conv, dead or
+//! not) on every arch.
 
 use super::net::{Net, R};
 use super::{Common, Family};
@@ -44,6 +51,12 @@ pub const FAMILIES: &[Family] = &[Family {
         p("channels", "16", "stem and first-stage channels C (stages: C, 2C, 4C)"),
         p("cells_per_stage", "5", "cells N per stage"),
         p("classes", "10", "classifier outputs"),
+        p(
+            "dead_ops",
+            "\"prune\"",
+            "\"prune\": drop edges that cannot reach the output (compiled deployment); \
+             \"run\": build every edge, `none` as x*0 (eager PyTorch, as measured on GPUs)",
+        ),
         p("image_size", "32", "input height = width"),
     ],
     build: nasbench201,
@@ -173,7 +186,8 @@ fn live_edges(cell: &Cell) -> Option<Vec<Vec<bool>>> {
     Some(live)
 }
 
-/// The parsed cell and its live edges, or a `BadParam` naming `arch`.
+/// The parsed cell and the edges to build (all of them under `dead_ops = "run"`, else
+/// the live ones), or a `BadParam` naming `arch` or `dead_ops`.
 fn read_arch(r: &ParamReader) -> R<(Cell, Vec<Vec<bool>>)> {
     let text = r.text("arch")?;
     let bad = |message: String| WorkloadError::BadParam {
@@ -181,6 +195,22 @@ fn read_arch(r: &ParamReader) -> R<(Cell, Vec<Vec<bool>>)> {
         message: format!("{message} ({})", r.context()),
     };
     let cell = parse_arch(&text).map_err(bad)?;
+    match r.text("dead_ops")?.as_str() {
+        "prune" => {}
+        "run" => {
+            let all = cell.nodes.iter().map(|e| vec![true; e.len()]).collect();
+            return Ok((cell, all));
+        }
+        other => {
+            return Err(WorkloadError::BadParam {
+                key: "dead_ops".into(),
+                message: format!(
+                "'{other}': use \"prune\" (compiled deployment) or \"run\" (eager framework) ({})",
+                r.context()
+            ),
+            })
+        }
+    }
     let live = live_edges(&cell).ok_or_else(|| {
         bad(format!(
             "in '{text}' every path into the cell output passes a `none` edge, so the cell \
@@ -218,7 +248,18 @@ fn edge_op(n: &mut Net, name: &str, x: NodeIndex, op: EdgeOp) -> R<NodeIndex> {
         EdgeOp::Conv3x3 => relu_conv_bn(n, name, x, c, 3, 1),
         // count_include_pad=False changes the border values, not the work.
         EdgeOp::AvgPool3x3 => n.pool(name, x, PoolKind::Avg, 3, 1, 1),
-        EdgeOp::None => unreachable!("none edges are never live"),
+        // Built only under `dead_ops = "run"`: PyTorch's `x.mul(0.)`.
+        EdgeOp::None => {
+            let zero = n.op(
+                &format!("{name}.zero"),
+                Op::Constant {
+                    shape: vec![1],
+                    learned: false,
+                },
+                &[],
+            )?;
+            n.mul(name, x, zero)
+        }
     }
 }
 
@@ -229,7 +270,8 @@ fn cell(n: &mut Net, name: &str, x: NodeIndex, cell: &Cell, live: &[Vec<bool>]) 
         let j = j + 1;
         let mut sum: Option<NodeIndex> = None;
         for e in edges.iter().zip(built).filter(|(_, &b)| b).map(|(e, _)| e) {
-            // A live edge leaves a nonzero node, which was built.
+            // A built edge leaves a built node (live edges leave nonzero nodes; under
+            // `dead_ops = "run"` every node is built).
             let Some(src) = nodes[e.from] else { continue };
             let y = edge_op(n, &format!("{name}.edges.{j}<-{}", e.from), src, e.op)?;
             sum = Some(match sum {
