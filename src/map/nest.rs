@@ -66,35 +66,21 @@ fn extents(p: &Problem, t: &Template, m: &Mapping) -> [[u64; MAX_DIMS]; MAX_LEVE
     ext
 }
 
-/// New words brought in when the tile `ext` of operand `o` slides by `shift` along dim `d`.
-fn delta(p: &Problem, o: usize, ext: &[u64; MAX_DIMS], d: usize, shift: u64, tile: u64) -> u64 {
-    let op = &p.operands[o];
-    let mut overlap = 1u64;
-    for a in &op.axes[..op.naxes as usize] {
-        let coef = (0..a.nterms as usize)
-            .find(|&t| a.dims[t] as usize == d)
-            .map(|t| a.coefs[t]);
-        overlap *= match coef {
-            None => super::axis_distinct(a, ext),
-            Some(c) => super::axis_overlap(a, ext, c.unsigned_abs() as u64 * shift),
-        };
-    }
-    tile - overlap.min(tile)
-}
-
 /// Non-unit temporal loops of a mapping, innermost first across all levels:
-/// `(level, dim, factor)`. `start[l]` is the first loop above level l.
+/// `(level, dim, factor, step)`, where `step` is how far one iteration moves the dim
+/// (everything below the loop, the spatial factor included above the array).
+/// `start[l]` is the first loop above level l.
 struct Loops {
-    list: [(u8, u8, u32); MAX_LEVELS * MAX_DIMS],
+    list: [(u8, u8, u32, u64); MAX_LEVELS * MAX_DIMS],
     len: usize,
     start: [usize; MAX_LEVELS + 1],
 }
 
 impl Loops {
-    fn new(p: &Problem, m: &Mapping) -> Loops {
+    fn new(p: &Problem, m: &Mapping, fan: usize, ext: &[[u64; MAX_DIMS]; MAX_LEVELS + 1]) -> Loops {
         let nl = m.nlevels as usize;
         let mut lp = Loops {
-            list: [(0, 0, 1); MAX_LEVELS * MAX_DIMS],
+            list: [(0, 0, 1, 1); MAX_LEVELS * MAX_DIMS],
             len: 0,
             start: [0; MAX_LEVELS + 1],
         };
@@ -104,7 +90,8 @@ impl Loops {
                 let d = m.order[l][k] as usize;
                 let f = m.factors[l][d];
                 if f > 1 {
-                    lp.list[lp.len] = (l as u8, d as u8, f);
+                    let across = if l + 1 == fan { m.spatial(d) } else { 1 };
+                    lp.list[lp.len] = (l as u8, d as u8, f, ext[l + 1][d] * across);
                     lp.len += 1;
                 }
             }
@@ -114,39 +101,86 @@ impl Loops {
     }
 
     /// Loops above level `l`, innermost first.
-    fn above(&self, l: usize) -> &[(u8, u8, u32)] {
+    fn above(&self, l: usize) -> &[(u8, u8, u32, u64)] {
         &self.list[self.start[l]..self.len]
     }
 }
 
-/// Tiles of operand `o` that arrive at one instance of level `l` over the whole run.
-#[allow(clippy::too_many_arguments)]
-fn arrivals(
-    p: &Problem,
-    fan: usize,
-    m: &Mapping,
-    loops: &Loops,
-    o: usize,
-    l: usize,
-    ext: &[u64; MAX_DIMS],
-    tile: u64,
-) -> u64 {
+/// Elements of operand `o` that arrive at one instance of level `l` over the whole run:
+/// the first tile, then at every step of a loop above the level the new tile minus the
+/// one it holds (`|new \ old|`).
+///
+/// Loop k (innermost first) carries `(f_k − 1) × Π(factors outside it)` times; each
+/// time it moves its dim by its step while every loop inside it (and above the level)
+/// wraps back by `(f − 1) × step`. The tile is a product over the operand's axes of
+/// each axis's value set, and moving the box translates each axis's set by
+/// `s = Σ coef × move`, so the elements kept are `Π_axes |V ∩ (V + s)|`
+/// ([`super::axis_overlap`]) and the delta is the tile minus that. A carry of a loop
+/// whose dim does not index the operand moves it only by the wrap of the loops inside,
+/// the same for every such loop until a relevant loop joins the wrap, so it is computed
+/// once per run of them.
+fn arrivals(p: &Problem, loops: &Loops, o: usize, l: usize, ext: &[u64; MAX_DIMS], tile: u64) -> u64 {
+    let above = loops.above(l);
+    if above.is_empty() || tile == 0 {
+        return tile;
+    }
     let op = &p.operands[o];
-    let mut count = tile;
-    let mut reusing = true;
-    for &(j, d, f) in loops.above(l) {
-        let (j, d, f) = (j as usize, d as usize, f as u64);
-        if reusing {
-            if !op.is_relevant(d) {
-                continue;
-            }
-            reusing = false;
-            let across = if l >= fan && j < fan { m.spatial(d) } else { 1 };
-            let shift = ext[d] * across;
-            count = tile + (f - 1) * delta(p, o, ext, d, shift, tile);
+    let axes = &op.axes[..op.naxes as usize];
+    // Per axis: its distinct values, and its span when the values fill it.
+    let mut distinct = [0u64; super::MAX_AXES];
+    let mut span = [0u64; super::MAX_AXES];
+    for (i, a) in axes.iter().enumerate() {
+        if super::axis_contiguous(a, ext) {
+            span[i] = super::axis_span(a, ext);
+            distinct[i] = span[i];
         } else {
-            count *= f;
+            distinct[i] = super::axis_distinct(a, ext);
         }
+    }
+    // Elements kept when the box moves by `mv[d]` along every dim.
+    let kept = |mv: &[i64; MAX_DIMS]| -> u64 {
+        let mut kept = 1u64;
+        for (i, a) in axes.iter().enumerate() {
+            let mut s = 0i64;
+            for t in 0..a.nterms as usize {
+                s += a.coefs[t] as i64 * mv[a.dims[t] as usize];
+            }
+            let s = s.unsigned_abs();
+            kept *= if s == 0 {
+                distinct[i]
+            } else if span[i] > 0 {
+                span[i].saturating_sub(s)
+            } else {
+                super::axis_overlap(a, ext, s)
+            };
+            if kept == 0 {
+                return 0;
+            }
+        }
+        kept
+    };
+    let total: u64 = above.iter().map(|&(_, _, f, _)| f as u64).product();
+    // The move of a carry of the current loop before its own step: every loop inside
+    // it (and above the level) wraps back to 0.
+    let mut back = [0i64; MAX_DIMS];
+    // The delta of a carry that only wraps (an irrelevant loop's), while it is valid.
+    let mut wrap_delta: Option<u64> = Some(0);
+    let mut inside = 1u64;
+    let mut count = tile;
+    for &(_, d, f, step) in above {
+        let (d, f) = (d as usize, f as u64);
+        inside *= f;
+        let carries = (f - 1) * (total / inside);
+        let delta = if op.is_relevant(d) {
+            let mut mv = back;
+            mv[d] += step as i64;
+            back[d] -= (f as i64 - 1) * step as i64;
+            wrap_delta = None;
+            tile - kept(&mv).min(tile)
+        } else {
+            *wrap_delta.get_or_insert_with(|| tile - kept(&back).min(tile))
+        };
+        count += carries * delta;
     }
     count
 }
@@ -201,7 +235,7 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
     };
     let held = |l: usize| if l >= fan { pe_total } else { out_total };
 
-    let loops = Loops::new(p, m);
+    let loops = Loops::new(p, m, fan, &ext);
     let mut arrivals_of = [[0u64; 3]; MAX_LEVELS];
     #[allow(clippy::needless_range_loop)] // o indexes four parallel per-operand tables
     for o in 0..3 {
@@ -217,7 +251,7 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
         for &l in chain {
             let tile = p.operands[o].footprint(&ext[l]);
             c.tile_words[l][o] = tile;
-            arrivals_of[l][o] = arrivals(p, fan, m, &loops, o, l, &ext[l], tile);
+            arrivals_of[l][o] = arrivals(p, &loops, o, l, &ext[l], tile);
         }
         let mc = multicast(o);
         for (i, &l) in chain.iter().enumerate() {
