@@ -1,19 +1,23 @@
 //! Mappings and what they imply: how an Einsum's loop nest is split over the memory
 //! levels and the PE array, and how many words each level reads, fills and updates.
 //!
-//! The access model follows Timeloop's buffer analysis (and is checked against it):
-//! a level's tile is the footprint of every loop at or below it; walking outward,
-//! loops that do not index an operand reuse its tile until the first loop that does,
-//! whose steps bring in only the new part of a sliding window (the convolution halo);
-//! every loop further out refetches. Spatial loops multicast read-only operands and
-//! reduce partial sums. `check` re-executes mappings and verifies these counts.
+//! The access model follows Timeloop's buffer analysis, with exact reuse: a level's
+//! tile is the footprint (the distinct tensor elements) of every loop at or below it;
+//! whenever a loop above it steps (and the loops inside that one wrap), the level
+//! fetches only the elements of its new tile it does not already hold. Loops that do
+//! not index an operand leave its tile in place; the steps of a sliding window bring in
+//! only the new part (the convolution halo); a wrap that lands on an overlapping tile
+//! keeps the overlap too (`Reuse::Exact`). Timeloop discards that last kind of overlap
+//! (`Reuse::Sliding`, used to replay it). Spatial loops multicast read-only operands
+//! and reduce partial sums. `check` re-executes mappings step by step and verifies
+//! these counts.
 
 pub mod file;
 pub mod mapper;
 pub mod nest;
 pub mod systolic;
 
-pub use nest::{analyze, Counts};
+pub use nest::{analyze, analyze_with, Counts, Reuse};
 
 use crate::arch::{Template, OPERANDS};
 use crate::lower::Einsum;

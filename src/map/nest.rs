@@ -119,7 +119,15 @@ impl Loops {
 /// whose dim does not index the operand moves it only by the wrap of the loops inside,
 /// the same for every such loop until a relevant loop joins the wrap, so it is computed
 /// once per run of them.
-fn arrivals(p: &Problem, loops: &Loops, o: usize, l: usize, ext: &[u64; MAX_DIMS], tile: u64) -> u64 {
+fn arrivals(
+    p: &Problem,
+    loops: &Loops,
+    o: usize,
+    l: usize,
+    ext: &[u64; MAX_DIMS],
+    tile: u64,
+    reuse: Reuse,
+) -> u64 {
     let above = loops.above(l);
     if above.is_empty() || tile == 0 {
         return tile;
@@ -159,6 +167,24 @@ fn arrivals(p: &Problem, loops: &Loops, o: usize, l: usize, ext: &[u64; MAX_DIMS
         }
         kept
     };
+    if reuse == Reuse::Sliding {
+        // Only the innermost relevant loop's steps keep the overlap; from the first
+        // wrap of it on, every carry refetches the whole tile.
+        let mut count = tile;
+        let mut reusing = true;
+        for &(_, d, f, step) in above {
+            let (d, f) = (d as usize, f as u64);
+            if !reusing {
+                count *= f;
+            } else if op.is_relevant(d) {
+                reusing = false;
+                let mut mv = [0i64; MAX_DIMS];
+                mv[d] = step as i64;
+                count = tile + (f - 1) * (tile - kept(&mv).min(tile));
+            }
+        }
+        return count;
+    }
     let total: u64 = above.iter().map(|&(_, _, f, _)| f as u64).product();
     // The move of a carry of the current loop before its own step: every loop inside
     // it (and above the level) wraps back to 0.
@@ -185,9 +211,30 @@ fn arrivals(p: &Problem, loops: &Loops, o: usize, l: usize, ext: &[u64; MAX_DIMS
     count
 }
 
-/// Counts every level's reads, fills and updates for mapping `m` (see the module docs
-/// of `map` for the semantics, which follow Timeloop's).
+/// Which overlap between consecutive tiles a level keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reuse {
+    /// Every element of the new tile the level already holds stays: whichever loop
+    /// steps and however many inner loops wrap, only `new \ old` is fetched. What the
+    /// reference engine's mapped executor counts, and what coex reports.
+    #[default]
+    Exact,
+    /// Only the steps of the innermost loop above the level that indexes the operand
+    /// keep the overlap (the sliding window); every carry that wraps it refetches the
+    /// whole tile. Timeloop's count: its nest analysis discards a tile's residual when
+    /// the tile's stride changes (`SaveAndSubtractIfSameStride`), which a wrap does.
+    /// Used to replay Timeloop (tests/timeloop_replay.rs).
+    Sliding,
+}
+
+/// Counts every level's reads, fills and updates for mapping `m` with exact reuse (see
+/// the module docs of `map` for the semantics).
 pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
+    analyze_with(p, t, m, Reuse::Exact)
+}
+
+/// [`analyze`] under a chosen [`Reuse`] rule.
+pub fn analyze_with(p: &Problem, t: &Template, m: &Mapping, reuse: Reuse) -> Counts {
     let nl = m.nlevels as usize;
     let fan = t.fanout_level();
     let ext = extents(p, t, m);
@@ -251,7 +298,7 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
         for &l in chain {
             let tile = p.operands[o].footprint(&ext[l]);
             c.tile_words[l][o] = tile;
-            arrivals_of[l][o] = arrivals(p, &loops, o, l, &ext[l], tile);
+            arrivals_of[l][o] = arrivals(p, &loops, o, l, &ext[l], tile, reuse);
         }
         let mc = multicast(o);
         for (i, &l) in chain.iter().enumerate() {
