@@ -335,7 +335,7 @@ fn shape() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// On every shipped loop-nest ASIC template: reads, fills and updates per level and
     /// operand from the model equal the step-by-step walk's (and tile sizes and padded

@@ -72,6 +72,8 @@ fn extents(p: &Problem, t: &Template, m: &Mapping) -> [[u64; MAX_DIMS]; MAX_LEVE
 /// `start[l]` is the first loop above level l.
 struct Loops {
     list: [(u8, u8, u32, u64); MAX_LEVELS * MAX_DIMS],
+    /// `outer[i]`: product of the factors of every loop outside loop i.
+    outer: [u64; MAX_LEVELS * MAX_DIMS],
     len: usize,
     start: [usize; MAX_LEVELS + 1],
 }
@@ -81,6 +83,7 @@ impl Loops {
         let nl = m.nlevels as usize;
         let mut lp = Loops {
             list: [(0, 0, 1, 1); MAX_LEVELS * MAX_DIMS],
+            outer: [1; MAX_LEVELS * MAX_DIMS],
             len: 0,
             start: [0; MAX_LEVELS + 1],
         };
@@ -97,12 +100,46 @@ impl Loops {
             }
         }
         lp.start[0] = lp.len;
+        let mut outer = 1u64;
+        for i in (0..lp.len).rev() {
+            lp.outer[i] = outer;
+            outer *= lp.list[i].2 as u64;
+        }
         lp
     }
 
     /// Loops above level `l`, innermost first.
     fn above(&self, l: usize) -> &[(u8, u8, u32, u64)] {
         &self.list[self.start[l]..self.len]
+    }
+
+    /// For each loop above level `l`, the product of the factors outside it.
+    fn outer_above(&self, l: usize) -> &[u64] {
+        &self.outer[self.start[l]..self.len]
+    }
+}
+
+/// An operand's projection by dim: the axes each dim indexes and its coefficient there.
+struct Projection {
+    /// Bit i set: the dim indexes axis i.
+    axes_of: [u8; MAX_DIMS],
+    coef: [[i32; MAX_DIMS]; super::MAX_AXES],
+}
+
+impl Projection {
+    fn new(op: &super::OperandShape) -> Projection {
+        let mut pr = Projection {
+            axes_of: [0; MAX_DIMS],
+            coef: [[0; MAX_DIMS]; super::MAX_AXES],
+        };
+        for (i, a) in op.axes[..op.naxes as usize].iter().enumerate() {
+            for t in 0..a.nterms as usize {
+                let d = a.dims[t] as usize;
+                pr.axes_of[d] |= 1 << i;
+                pr.coef[i][d] += a.coefs[t];
+            }
+        }
+        pr
     }
 }
 
@@ -119,41 +156,44 @@ impl Loops {
 /// whose dim does not index the operand moves it only by the wrap of the loops inside,
 /// the same for every such loop until a relevant loop joins the wrap, so it is computed
 /// once per run of them.
+///
+/// Returns `(tile, arrivals)`: the tile is the footprint `Π_axes |V|`.
 fn arrivals(
     p: &Problem,
+    proj: &Projection,
     loops: &Loops,
     o: usize,
     l: usize,
     ext: &[u64; MAX_DIMS],
-    tile: u64,
     reuse: Reuse,
-) -> u64 {
-    let above = loops.above(l);
-    if above.is_empty() || tile == 0 {
-        return tile;
-    }
+) -> (u64, u64) {
     let op = &p.operands[o];
     let axes = &op.axes[..op.naxes as usize];
     // Per axis: its distinct values, and its span when the values fill it.
     let mut distinct = [0u64; super::MAX_AXES];
     let mut span = [0u64; super::MAX_AXES];
+    // The span of every axis: a move of at least it leaves nothing of the axis.
+    let mut reach = [0u64; super::MAX_AXES];
+    let mut tile = 1u64;
     for (i, a) in axes.iter().enumerate() {
+        reach[i] = super::axis_span(a, ext);
         if super::axis_contiguous(a, ext) {
-            span[i] = super::axis_span(a, ext);
+            span[i] = reach[i];
             distinct[i] = span[i];
         } else {
             distinct[i] = super::axis_distinct(a, ext);
         }
+        tile *= distinct[i];
     }
-    // Elements kept when the box moves by `mv[d]` along every dim.
-    let kept = |mv: &[i64; MAX_DIMS]| -> u64 {
+    let above = loops.above(l);
+    if above.is_empty() || tile == 0 {
+        return (tile, tile);
+    }
+    // Elements kept when each axis's values move by `mv[axis]`.
+    let kept = |mv: &[i64; super::MAX_AXES]| -> u64 {
         let mut kept = 1u64;
         for (i, a) in axes.iter().enumerate() {
-            let mut s = 0i64;
-            for t in 0..a.nterms as usize {
-                s += a.coefs[t] as i64 * mv[a.dims[t] as usize];
-            }
-            let s = s.unsigned_abs();
+            let s = mv[i].unsigned_abs();
             kept *= if s == 0 {
                 distinct[i]
             } else if span[i] > 0 {
@@ -167,6 +207,15 @@ fn arrivals(
         }
         kept
     };
+    // How far the axes' values move when dim d moves by `by`.
+    let moved = |mv: &mut [i64; super::MAX_AXES], d: usize, by: i64| {
+        let mut mask = proj.axes_of[d];
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mv[i] += proj.coef[i][d] as i64 * by;
+            mask &= mask - 1;
+        }
+    };
     if reuse == Reuse::Sliding {
         // Only the innermost relevant loop's steps keep the overlap; from the first
         // wrap of it on, every carry refetches the whole tile.
@@ -178,37 +227,53 @@ fn arrivals(
                 count *= f;
             } else if op.is_relevant(d) {
                 reusing = false;
-                let mut mv = [0i64; MAX_DIMS];
-                mv[d] = step as i64;
+                let mut mv = [0i64; super::MAX_AXES];
+                moved(&mut mv, d, step as i64);
                 count = tile + (f - 1) * (tile - kept(&mv).min(tile));
             }
         }
-        return count;
+        return (tile, count);
     }
-    let total: u64 = above.iter().map(|&(_, _, f, _)| f as u64).product();
-    // The move of a carry of the current loop before its own step: every loop inside
-    // it (and above the level) wraps back to 0.
-    let mut back = [0i64; MAX_DIMS];
+    // The move (of each axis's values) of a carry of the current loop before its own
+    // step: every loop inside it (and above the level) wraps back to 0.
+    let mut back = [0i64; super::MAX_AXES];
+    // Axes that `back` alone moves by their whole span: a carry that does not move
+    // them again keeps nothing.
+    let mut dead = 0u8;
     // The delta of a carry that only wraps (an irrelevant loop's), while it is valid.
     let mut wrap_delta: Option<u64> = Some(0);
-    let mut inside = 1u64;
     let mut count = tile;
-    for &(_, d, f, step) in above {
+    for (&(_, d, f, step), &outer) in above.iter().zip(loops.outer_above(l)) {
         let (d, f) = (d as usize, f as u64);
-        inside *= f;
-        let carries = (f - 1) * (total / inside);
+        let carries = (f - 1) * outer;
         let delta = if op.is_relevant(d) {
-            let mut mv = back;
-            mv[d] += step as i64;
-            back[d] -= (f as i64 - 1) * step as i64;
-            wrap_delta = None;
-            tile - kept(&mv).min(tile)
+            let touched = proj.axes_of[d];
+            let delta = if dead & !touched != 0 {
+                tile
+            } else {
+                let mut mv = back;
+                moved(&mut mv, d, step as i64);
+                tile - kept(&mv).min(tile)
+            };
+            moved(&mut back, d, -((f as i64 - 1) * step as i64));
+            let mut mask = touched;
+            while mask != 0 {
+                let i = mask.trailing_zeros() as usize;
+                if back[i].unsigned_abs() >= reach[i] {
+                    dead |= 1 << i;
+                } else {
+                    dead &= !(1 << i);
+                }
+                mask &= mask - 1;
+            }
+            wrap_delta = (dead != 0).then_some(tile);
+            delta
         } else {
             *wrap_delta.get_or_insert_with(|| tile - kept(&back).min(tile))
         };
         count += carries * delta;
     }
-    count
+    (tile, count)
 }
 
 /// Which overlap between consecutive tiles a level keeps.
@@ -295,10 +360,10 @@ pub fn analyze_with(p: &Problem, t: &Template, m: &Mapping, reuse: Reuse) -> Cou
             }
         }
         let chain = &chain_buf[..n];
+        let proj = Projection::new(&p.operands[o]);
         for &l in chain {
-            let tile = p.operands[o].footprint(&ext[l]);
-            c.tile_words[l][o] = tile;
-            arrivals_of[l][o] = arrivals(p, &loops, o, l, &ext[l], tile, reuse);
+            (c.tile_words[l][o], arrivals_of[l][o]) =
+                arrivals(p, &proj, &loops, o, l, &ext[l], reuse);
         }
         let mc = multicast(o);
         for (i, &l) in chain.iter().enumerate() {
