@@ -107,7 +107,10 @@ fn simple_ws_input_register_fills_are_two_thirds_of_the_old_rule() {
     // out refetches, so every temporal step fills one word in each of the 256 PEs.
     let steps: u64 = 8 * 14 * 28 * 8 * 3 * 3 * 2;
     let old_fills = steps * 256;
-    assert_eq!(old_fills, 115_605_504, "recorded from main before the change");
+    assert_eq!(
+        old_fills, 115_605_504,
+        "recorded from main before the change"
+    );
     assert_eq!(c.fills[reg][0] * 3, old_fills * 2);
     // K is unrolled over the columns: 16 PEs share one glb read.
     let old_glb_reads = old_fills / 16;
@@ -121,7 +124,11 @@ fn simple_ws_exact_reuse_lowers_energy_against_the_sliding_rule() {
     let exact = coex::cost::quick(&p, &t, &analyze(&p, &t, &m));
     let sliding = coex::cost::quick(&p, &t, &analyze_with(&p, &t, &m, Reuse::Sliding));
     let saved = 1.0 - exact.energy_pj / sliding.energy_pj;
-    assert!(saved > 0.035, "exact reuse saves {:.2}% of the energy", saved * 100.0);
+    assert!(
+        saved > 0.035,
+        "exact reuse saves {:.2}% of the energy",
+        saved * 100.0
+    );
 }
 
 /// The executor's counts on a scaled copy of the case: the walk, not the formula,
@@ -329,8 +336,8 @@ fn shape() -> impl Strategy<Value = String> {
             pad.min(r - 1)
         )
     });
-    let gemm = (1..9usize, 1..9usize, 1..9usize)
-        .prop_map(|(m, n, k)| format!("gemm m={m} n={n} k={k}"));
+    let gemm =
+        (1..9usize, 1..9usize, 1..9usize).prop_map(|(m, n, k)| format!("gemm m={m} n={n} k={k}"));
     prop_oneof![3 => conv, 2 => conv1d, 1 => dw, 1 => gemm]
 }
 

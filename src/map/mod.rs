@@ -276,7 +276,11 @@ fn axis_overlap(a: &Axis, ext: &[u64; MAX_DIMS], shift: u64) -> u64 {
         for (i, &w) in bits[..words].iter().enumerate() {
             let lo = bits.get(i + q).copied().unwrap_or(0);
             let hi = bits.get(i + q + 1).copied().unwrap_or(0);
-            let moved = if r == 0 { lo } else { (lo >> r) | (hi << (64 - r)) };
+            let moved = if r == 0 {
+                lo
+            } else {
+                (lo >> r) | (hi << (64 - r))
+            };
             kept += (w & moved).count_ones() as u64;
         }
         return kept;
