@@ -102,9 +102,10 @@ fn simple_ws_input_register_fills_are_two_thirds_of_the_old_rule() {
     );
     let c = analyze(&p, &t, &m);
     assert_eq!(c.overflow, None);
-    // The old rule, plainly: a 1-word tile whose every loop above indexes... or not:
-    // the innermost relevant loop (P2) slides one word per step, everything further
-    // out refetches, so every temporal step fills one word in each of the 256 PEs.
+    // The old rule, plainly: the register's tile is one word; the innermost loop above
+    // it that indexes inputs (P2) brings one new word per step and every carry further
+    // out refetches the word, so every temporal step fills one word in each of the
+    // 256 PEs (115,605,504: what main's model counted).
     let steps: u64 = 8 * 14 * 28 * 8 * 3 * 3 * 2;
     let old_fills = steps * 256;
     assert_eq!(
