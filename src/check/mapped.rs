@@ -9,16 +9,27 @@
 //! values. The counts come from those sets; `map::analyze` is never called here, so a
 //! test can compare the two.
 //!
-//! Buffer behaviour (the semantics `map::nest` models, as Timeloop does):
+//! What it shares with the access model, and what it counts itself:
 //!
-//! * A level instance holds its current *tile* of an operand: the elements the loop
-//!   points below it touch, for fixed values of the loops above it (and, inside the
-//!   array, of its PE's spatial indices). When the loops above it change:
-//!   - only loops whose dim does not index the operand changed: the tile stays (reuse);
-//!   - the operand's innermost relevant loop above the level advanced by one step and
-//!     nothing outside it changed: the buffer *slides*, filling only the elements that
-//!     were not in the previous tile (the convolution halo stays);
-//!   - anything else: the whole new tile is filled.
+//! * Shared: the mapping (tile factors, loop order, spatial unrolling, bypasses) and
+//!   the capacity rule (a level instance must hold its tiles of every kept operand at
+//!   once, times two when double-buffered, in the level's packed words). Nothing else:
+//!   no reuse or refill formula of `map::nest` is used here.
+//! * Counted here: at every step of the loop nest, every level instance's tile of every
+//!   operand is the set of actual tensor coordinates the loop points below it reach
+//!   (through the operand's affine projections, strides, dilations and padding
+//!   included), for the current indices of the loops above it (and, inside the array,
+//!   its PE's spatial indices). The level fetches exactly the elements of its new tile
+//!   that are not in the tile it holds (`new \ old`, a set difference of coordinate
+//!   keys) and drops the others (`old \ new`). Whatever loop stepped and however many
+//!   inner loops wrapped, nothing else is assumed.
+//!
+//! Buffer behaviour:
+//!
+//! * A level instance holds its current *tile* of an operand, as above. When the loops
+//!   above it change, it keeps `old ∩ new`, fills `new \ old` and lets `old \ new` go.
+//!   (Its tile depends only on the loops whose dim indexes the operand, so when none of
+//!   those changed the set is the same and is not recomputed.)
 //! * Inputs and weights: every word filled into a level is read from the next outer
 //!   level keeping the operand (its value is copied from there, so a level that does
 //!   not hold what its child asks for is an error). MACs read from the innermost level
@@ -26,8 +37,8 @@
 //! * Outputs: an element a level instance has never held starts at zero and needs no
 //!   fill; one it held before is filled (its partial sum comes back down). The innermost
 //!   output level is updated by every MAC and read by every MAC except the first one on
-//!   each element at that instance. When elements leave a level (its tile slides or is
-//!   replaced, or the run ends) they are written to the next outer output level as
+//!   each element at that instance. When elements leave a level (`old \ new` at a
+//!   step, or the whole tile when the run ends) they are written to the next outer output level as
 //!   updates. Partial sums are carried as what each buffer added since the element
 //!   arrived, so the arithmetic stays exact however often an element goes up and down.
 //! * Spatial: where a shared level serves the array, PEs that need the same read-only
@@ -285,14 +296,6 @@ struct Loop {
     stride: u64,
 }
 
-/// What happens to a buffer when the loops above it change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Transition {
-    Stay,
-    Slide,
-    Refill,
-}
-
 /// One level instance's copy of one operand.
 #[derive(Default)]
 struct Buf {
@@ -313,8 +316,6 @@ struct Slot {
     ext: Vec<u64>,
     /// Loops above the level: `loops[..above]` (loops are ordered by level).
     above: usize,
-    /// The operand's innermost relevant loop above the level.
-    innermost_relevant: Option<usize>,
     /// Loop indices when the tile was last placed.
     prev: Vec<u32>,
     bufs: Vec<Buf>,
@@ -506,15 +507,11 @@ impl<'a> Exec<'a> {
                     })
                     .collect();
                 let above = x.loops.iter().take_while(|lp| lp.level < l).count();
-                let innermost_relevant = (0..above)
-                    .rev()
-                    .find(|&j| x.keys[o].relevant[x.loops[j].dim]);
                 let n = x.counted.instances[l] as usize;
                 x.slots[l][o] = Some(Slot {
                     parent,
                     ext,
                     above,
-                    innermost_relevant,
                     prev: vec![0; x.loops.len()],
                     bufs: (0..n).map(|_| Buf::default()).collect(),
                 });
@@ -595,47 +592,31 @@ impl<'a> Exec<'a> {
         None
     }
 
-    fn classify(&self, l: usize, o: usize, first: bool) -> Transition {
-        if first {
-            return Transition::Refill;
-        }
+    /// Whether the tile of operand `o` at level `l` may have changed since it was
+    /// placed: some loop above the level whose dim indexes the operand has a new index
+    /// (the tile is a function of those indices alone).
+    fn moved(&self, l: usize, o: usize, first: bool) -> bool {
         let s = self.slot(l, o);
-        let changed: Vec<usize> = (0..s.above).filter(|&j| self.idx[j] != s.prev[j]).collect();
-        let relevant: Vec<usize> = changed
-            .iter()
-            .copied()
-            .filter(|&j| self.keys[o].relevant[self.loops[j].dim])
-            .collect();
-        if relevant.is_empty() {
-            return Transition::Stay;
-        }
-        match s.innermost_relevant {
-            Some(r)
-                if relevant == [r]
-                    && self.idx[r] == s.prev[r] + 1
-                    && changed.iter().all(|&j| j >= r) =>
-            {
-                Transition::Slide
-            }
-            _ => Transition::Refill,
-        }
+        first
+            || (0..s.above)
+                .any(|j| self.idx[j] != s.prev[j] && self.keys[o].relevant[self.loops[j].dim])
     }
 
     /// Moves every affected level's tiles: outputs leave inner→outer (a child writes
     /// back into its parent's old tile before the parent moves), then everything
     /// arrives outer→inner (a parent holds its new tile before its child fills from it).
     fn transition(&mut self, levels: &[usize], first: bool) -> Result<(), CheckError> {
-        // (level, operand) → (transition, new tiles per instance)
-        let mut plans: Vec<(usize, usize, Transition, Vec<Vec<u64>>)> = Vec::new();
+        // (level, operand) → new tiles per instance
+        let mut plans: Vec<(usize, usize, Vec<Vec<u64>>)> = Vec::new();
         let idx = self.idx.clone();
         for &l in levels.iter().rev() {
             for o in (0..3).rev() {
                 if self.slots[l][o].is_none() {
                     continue;
                 }
-                let tr = self.classify(l, o, first);
+                let moved = self.moved(l, o, first);
                 self.slot_mut(l, o).prev.clone_from(&idx);
-                if tr == Transition::Stay {
+                if !moved {
                     continue;
                 }
                 let tiles = self.new_tiles(l, o);
@@ -643,18 +624,15 @@ impl<'a> Exec<'a> {
                     let departing: Vec<Vec<u64>> = tiles
                         .iter()
                         .zip(&self.slot(l, o).bufs)
-                        .map(|(new, b)| match tr {
-                            Transition::Slide => minus(&b.tile, new),
-                            _ => b.tile.clone(),
-                        })
+                        .map(|(new, b)| minus(&b.tile, new))
                         .collect();
                     self.depart(l, &departing)?;
                 }
-                plans.push((l, o, tr, tiles));
+                plans.push((l, o, tiles));
             }
         }
-        for (l, o, tr, tiles) in plans.into_iter().rev() {
-            self.arrive(l, o, tr, tiles)?;
+        for (l, o, tiles) in plans.into_iter().rev() {
+            self.arrive(l, o, tiles)?;
         }
         for &l in levels {
             self.check_capacity(l)?;
@@ -778,22 +756,14 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// The new tiles arrive at level `l`: fills (and the parent's reads) for what is new.
-    fn arrive(
-        &mut self,
-        l: usize,
-        o: usize,
-        tr: Transition,
-        tiles: Vec<Vec<u64>>,
-    ) -> Result<(), CheckError> {
+    /// The new tiles arrive at level `l`: fills (and the parent's reads) for the
+    /// elements the level does not already hold, `new \ old`.
+    fn arrive(&mut self, l: usize, o: usize, tiles: Vec<Vec<u64>>) -> Result<(), CheckError> {
         let p = self.slot(l, o).parent.expect("an inner level has a parent");
         let arriving: Vec<Vec<u64>> = tiles
             .iter()
             .zip(&self.slot(l, o).bufs)
-            .map(|(new, b)| match tr {
-                Transition::Slide => minus(new, &b.tile),
-                _ => new.clone(),
-            })
+            .map(|(new, b)| minus(new, &b.tile))
             .collect();
         // Outputs seen for the first time start at zero: only the others are filled.
         let filled: Vec<Vec<u64>> = if o == OUT {
@@ -820,20 +790,13 @@ impl<'a> Exec<'a> {
             }
             let b = &mut self.slot_mut(l, o).bufs[inst];
             if o == OUT {
-                if tr != Transition::Slide {
-                    debug_assert!(b.vals.is_empty(), "departures emptied the tile");
-                }
                 for &k in &arriving[inst] {
                     b.ever.insert(k);
                     b.vals.insert(k, 0.0);
                 }
             } else {
-                if tr != Transition::Slide {
-                    b.vals.clear();
-                } else {
-                    for k in minus(&b.tile, &tile) {
-                        b.vals.remove(&k);
-                    }
+                for k in minus(&b.tile, &tile) {
+                    b.vals.remove(&k);
                 }
                 b.vals.extend(vals);
             }

@@ -15,11 +15,13 @@
 //! How the counts carry over: the access model (`map::analyze`) is one formula for
 //! every size, and the executor checks it on the scaled layer. For the outermost
 //! level's factors the dependence is also simple enough to state: every count is affine
-//! in each of them separately while its loop runs (a loop above every buffer either
-//! multiplies the refetches or, for the one innermost relevant loop, adds one slide per
-//! step), so
-//! counts executed at factors 2 and 3 extrapolate exactly to the full factors (1 would
-//! remove the loop); see [`extrapolate`] and `tests/mapped_executor.rs`.
+//! in each of them separately once the factors are large enough that a wrap of a loop
+//! above every buffer moves the tiles past their own extent (then each factor either
+//! multiplies the carries of the loops inside it or adds carries of its own, each
+//! moving the tiles by a fixed amount; below that a wrap can land on an overlapping
+//! tile, which exact reuse keeps). Counts executed at factors b and b + 1 past that
+//! point extrapolate exactly to the full factors (a factor of 1 would remove the loop);
+//! see [`extrapolate`] and `tests/mapped_executor.rs` (b = 4 for a 3-wide window).
 
 use super::CheckError;
 use crate::arch::Template;

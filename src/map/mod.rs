@@ -1,19 +1,23 @@
 //! Mappings and what they imply: how an Einsum's loop nest is split over the memory
 //! levels and the PE array, and how many words each level reads, fills and updates.
 //!
-//! The access model follows Timeloop's buffer analysis (and is checked against it):
-//! a level's tile is the footprint of every loop at or below it; walking outward,
-//! loops that do not index an operand reuse its tile until the first loop that does,
-//! whose steps bring in only the new part of a sliding window (the convolution halo);
-//! every loop further out refetches. Spatial loops multicast read-only operands and
-//! reduce partial sums. `check` re-executes mappings and verifies these counts.
+//! The access model follows Timeloop's buffer analysis, with exact reuse: a level's
+//! tile is the footprint (the distinct tensor elements) of every loop at or below it;
+//! whenever a loop above it steps (and the loops inside that one wrap), the level
+//! fetches only the elements of its new tile it does not already hold. Loops that do
+//! not index an operand leave its tile in place; the steps of a sliding window bring in
+//! only the new part (the convolution halo); a wrap that lands on an overlapping tile
+//! keeps the overlap too (`Reuse::Exact`). Timeloop discards that last kind of overlap
+//! (`Reuse::Sliding`, used to replay it). Spatial loops multicast read-only operands
+//! and reduce partial sums. `check` re-executes mappings step by step and verifies
+//! these counts.
 
 pub mod file;
 pub mod mapper;
 pub mod nest;
 pub mod systolic;
 
-pub use nest::{analyze, Counts};
+pub use nest::{analyze, analyze_with, Counts, Reuse};
 
 use crate::arch::{Template, OPERANDS};
 use crate::lower::Einsum;
@@ -178,6 +182,11 @@ fn axis_distinct(a: &Axis, ext: &[u64; MAX_DIMS]) -> u64 {
         let (a1, b1) = (a / g, b / g);
         return x.min(b1).saturating_mul(y) + x.saturating_sub(b1).saturating_mul(y.min(a1));
     }
+    if product <= MAX_ENUMERATED && axis_span(a, ext) <= MAX_ENUMERATED {
+        let mut bits = [0u64; BITSET_WORDS];
+        value_bits(terms, &mut bits);
+        return bits.iter().map(|w| w.count_ones() as u64).sum();
+    }
     if product <= MAX_ENUMERATED {
         return axis_values(a, ext).len() as u64;
     }
@@ -210,38 +219,120 @@ fn axis_values(a: &Axis, ext: &[u64; MAX_DIMS]) -> Vec<i64> {
     vals
 }
 
-/// Values one axis keeps when its box moves by `shift` index units: the size of the
-/// value set intersected with itself shifted (exact for gapped axes too, where a
-/// stride and a dilation can make shifted windows interleave).
+/// Values one axis keeps when its box moves by `shift` index units: `|V ∩ (V + shift)|`
+/// for the axis's value set V over the box `ext` (exact for gapped axes too, where a
+/// stride and a dilation can make shifted windows interleave). Allocation-free:
+/// * contiguous: `span − shift`;
+/// * layered (each term's step clears the span of the smaller ones, so every value has
+///   one representation): the sum over the difference vectors δ with `Σ c·δ = shift`
+///   of `Π (e − |δ|)` ([`layered_overlap`], at most two candidates per term);
+/// * otherwise, for a box of at most [`MAX_ENUMERATED`] points spanning at most
+///   [`MAX_ENUMERATED`] values, the value set as a bitset on the stack.
 ///
-/// A gapped box of more than [`MAX_ENUMERATED`] points is not enumerated: the kept
-/// share is then taken as `distinct × (span − shift) / span` (exact for a uniformly
-/// spread set; such boxes are far beyond what the executor checks).
+/// Beyond that the kept share is taken as `distinct × (span − shift) / span` (exact for
+/// a uniformly spread set; such boxes are far beyond what the executor checks).
 fn axis_overlap(a: &Axis, ext: &[u64; MAX_DIMS], shift: u64) -> u64 {
+    if shift == 0 {
+        return axis_distinct(a, ext);
+    }
     if axis_contiguous(a, ext) {
         return axis_span(a, ext).saturating_sub(shift);
     }
-    let points = (0..a.nterms as usize)
-        .map(|t| ext[a.dims[t] as usize])
+    let mut terms = [(0u64, 0u64); MAX_TERMS];
+    let mut n = 0;
+    for t in 0..a.nterms as usize {
+        let e = ext[a.dims[t] as usize];
+        if e > 1 {
+            terms[n] = (a.coefs[t].unsigned_abs() as u64, e);
+            n += 1;
+        }
+    }
+    let terms = &mut terms[..n];
+    terms.sort_unstable();
+    let span = axis_span(a, ext);
+    if shift >= span {
+        return 0;
+    }
+    let mut reach = 1u64;
+    let layered = terms.iter().all(|&(c, e)| {
+        let ok = c >= reach;
+        reach = reach.saturating_add(c.saturating_mul(e - 1));
+        ok
+    });
+    if layered {
+        return layered_overlap(terms, shift as i64);
+    }
+    let points = terms
+        .iter()
+        .map(|&(_, e)| e)
         .fold(1u64, u64::saturating_mul);
-    if points > MAX_ENUMERATED {
-        let span = axis_span(a, ext);
-        let kept = span.saturating_sub(shift) as f64 / span as f64;
-        return (axis_distinct(a, ext) as f64 * kept) as u64;
-    }
-    let vals = axis_values(a, ext);
-    let mut kept = 0;
-    let mut j = 0;
-    for &v in &vals {
-        let target = v + shift as i64;
-        while j < vals.len() && vals[j] < target {
-            j += 1;
+    if points <= MAX_ENUMERATED && span <= MAX_ENUMERATED {
+        let mut bits = [0u64; BITSET_WORDS];
+        value_bits(terms, &mut bits);
+        // Count v in V with v + shift in V.
+        let words = (span as usize).div_ceil(64);
+        let (q, r) = ((shift / 64) as usize, (shift % 64) as u32);
+        let mut kept = 0u64;
+        for (i, &w) in bits[..words].iter().enumerate() {
+            let lo = bits.get(i + q).copied().unwrap_or(0);
+            let hi = bits.get(i + q + 1).copied().unwrap_or(0);
+            let moved = if r == 0 {
+                lo
+            } else {
+                (lo >> r) | (hi << (64 - r))
+            };
+            kept += (w & moved).count_ones() as u64;
         }
-        if j < vals.len() && vals[j] == target {
-            kept += 1;
+        return kept;
+    }
+    let kept = (span - shift) as f64 / span as f64;
+    (axis_distinct(a, ext) as f64 * kept) as u64
+}
+
+const BITSET_WORDS: usize = (MAX_ENUMERATED / 64) as usize + 1;
+
+/// Sets bit v of `bits` for every value `v = Σ c·x` of the terms `(c, e)` (x < e);
+/// callers bound the box and the span by [`MAX_ENUMERATED`].
+fn value_bits(terms: &[(u64, u64)], bits: &mut [u64; BITSET_WORDS]) {
+    let mut idx = [0u64; MAX_TERMS];
+    loop {
+        let v: u64 = terms.iter().zip(&idx).map(|(&(c, _), &x)| c * x).sum();
+        bits[(v / 64) as usize] |= 1 << (v % 64);
+        let mut t = 0;
+        loop {
+            if t == terms.len() {
+                return;
+            }
+            idx[t] += 1;
+            if idx[t] < terms[t].1 {
+                break;
+            }
+            idx[t] = 0;
+            t += 1;
         }
     }
-    kept
+}
+
+/// `|V ∩ (V + s)|` for `V = {Σ c_i·x_i : x_i < e_i}` whose terms (sorted by c) are
+/// layered, so that every value has exactly one representation: each pair (v, v − s)
+/// is one difference vector δ with `Σ c·δ = s`, and δ is met by `Π (e − |δ|)` pairs.
+/// The largest term's δ leaves a remainder the smaller terms must reach, which they
+/// do for at most two values of it.
+fn layered_overlap(terms: &[(u64, u64)], s: i64) -> u64 {
+    let Some((&(c, e), rest)) = terms.split_last() else {
+        return (s == 0) as u64;
+    };
+    let reach: i64 = rest.iter().map(|&(c, e)| (c * (e - 1)) as i64).sum();
+    let (c, e) = (c as i64, e as i64);
+    // δ with |s − c·δ| ≤ reach and |δ| < e.
+    let lo = (-((reach - s).div_euclid(c))).max(-(e - 1));
+    let hi = (s + reach).div_euclid(c).min(e - 1);
+    let mut total = 0u64;
+    for delta in lo..=hi {
+        let inner = layered_overlap(rest, s - c * delta);
+        total += (e - delta.abs()) as u64 * inner;
+    }
+    total
 }
 
 /// An Einsum as the mapper sees it: bounds and operand index structure.
@@ -578,6 +669,66 @@ mod axis_tests {
                 axis_distinct(&a, &ext),
                 brute(&coefs, &exts),
                 "{coefs:?} over {exts:?}"
+            );
+        }
+    }
+
+    /// `|V ∩ (V + s)|` by brute force.
+    fn brute_overlap(coefs: &[i32], exts: &[u64], s: i64) -> u64 {
+        let mut set = std::collections::HashSet::new();
+        let mut idx = vec![0u64; exts.len()];
+        'all: loop {
+            set.insert(
+                coefs
+                    .iter()
+                    .zip(&idx)
+                    .map(|(&c, &x)| c as i64 * x as i64)
+                    .sum::<i64>(),
+            );
+            let mut t = 0;
+            loop {
+                if t == idx.len() {
+                    break 'all;
+                }
+                idx[t] += 1;
+                if idx[t] < exts[t] {
+                    break;
+                }
+                idx[t] = 0;
+                t += 1;
+            }
+        }
+        set.iter().filter(|&&v| set.contains(&(v + s))).count() as u64
+    }
+
+    /// Overlaps of a shifted value set (contiguous, layered, bitset) against brute force.
+    #[test]
+    #[allow(clippy::needless_range_loop)] // t indexes the axis's parallel term arrays
+    fn shifted_overlap_matches_brute_force() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..4000 {
+            let n = rng.random_range(1..=3usize);
+            let mut a = Axis {
+                nterms: n as u8,
+                ..Axis::default()
+            };
+            let mut ext = [1u64; MAX_DIMS];
+            let mut coefs = Vec::new();
+            let mut exts = Vec::new();
+            for t in 0..n {
+                let c = rng.random_range(1..=9i32) * if rng.random_bool(0.2) { -1 } else { 1 };
+                let e = rng.random_range(1..=12u64);
+                a.dims[t] = t as u8;
+                a.coefs[t] = c;
+                ext[t] = e;
+                coefs.push(c);
+                exts.push(e);
+            }
+            let s = rng.random_range(0..=40u64);
+            assert_eq!(
+                axis_overlap(&a, &ext, s),
+                brute_overlap(&coefs, &exts, s as i64),
+                "{coefs:?} over {exts:?} shifted {s}"
             );
         }
     }

@@ -66,35 +66,24 @@ fn extents(p: &Problem, t: &Template, m: &Mapping) -> [[u64; MAX_DIMS]; MAX_LEVE
     ext
 }
 
-/// New words brought in when the tile `ext` of operand `o` slides by `shift` along dim `d`.
-fn delta(p: &Problem, o: usize, ext: &[u64; MAX_DIMS], d: usize, shift: u64, tile: u64) -> u64 {
-    let op = &p.operands[o];
-    let mut overlap = 1u64;
-    for a in &op.axes[..op.naxes as usize] {
-        let coef = (0..a.nterms as usize)
-            .find(|&t| a.dims[t] as usize == d)
-            .map(|t| a.coefs[t]);
-        overlap *= match coef {
-            None => super::axis_distinct(a, ext),
-            Some(c) => super::axis_overlap(a, ext, c.unsigned_abs() as u64 * shift),
-        };
-    }
-    tile - overlap.min(tile)
-}
-
 /// Non-unit temporal loops of a mapping, innermost first across all levels:
-/// `(level, dim, factor)`. `start[l]` is the first loop above level l.
+/// `(level, dim, factor, step)`, where `step` is how far one iteration moves the dim
+/// (everything below the loop, the spatial factor included above the array).
+/// `start[l]` is the first loop above level l.
 struct Loops {
-    list: [(u8, u8, u32); MAX_LEVELS * MAX_DIMS],
+    list: [(u8, u8, u32, u64); MAX_LEVELS * MAX_DIMS],
+    /// `outer[i]`: product of the factors of every loop outside loop i.
+    outer: [u64; MAX_LEVELS * MAX_DIMS],
     len: usize,
     start: [usize; MAX_LEVELS + 1],
 }
 
 impl Loops {
-    fn new(p: &Problem, m: &Mapping) -> Loops {
+    fn new(p: &Problem, m: &Mapping, fan: usize, ext: &[[u64; MAX_DIMS]; MAX_LEVELS + 1]) -> Loops {
         let nl = m.nlevels as usize;
         let mut lp = Loops {
-            list: [(0, 0, 1); MAX_LEVELS * MAX_DIMS],
+            list: [(0, 0, 1, 1); MAX_LEVELS * MAX_DIMS],
+            outer: [1; MAX_LEVELS * MAX_DIMS],
             len: 0,
             start: [0; MAX_LEVELS + 1],
         };
@@ -104,56 +93,213 @@ impl Loops {
                 let d = m.order[l][k] as usize;
                 let f = m.factors[l][d];
                 if f > 1 {
-                    lp.list[lp.len] = (l as u8, d as u8, f);
+                    let across = if l + 1 == fan { m.spatial(d) } else { 1 };
+                    lp.list[lp.len] = (l as u8, d as u8, f, ext[l + 1][d] * across);
                     lp.len += 1;
                 }
             }
         }
         lp.start[0] = lp.len;
+        let mut outer = 1u64;
+        for i in (0..lp.len).rev() {
+            lp.outer[i] = outer;
+            outer *= lp.list[i].2 as u64;
+        }
         lp
     }
 
     /// Loops above level `l`, innermost first.
-    fn above(&self, l: usize) -> &[(u8, u8, u32)] {
+    fn above(&self, l: usize) -> &[(u8, u8, u32, u64)] {
         &self.list[self.start[l]..self.len]
+    }
+
+    /// For each loop above level `l`, the product of the factors outside it.
+    fn outer_above(&self, l: usize) -> &[u64] {
+        &self.outer[self.start[l]..self.len]
     }
 }
 
-/// Tiles of operand `o` that arrive at one instance of level `l` over the whole run.
-#[allow(clippy::too_many_arguments)]
+/// An operand's projection by dim: the axes each dim indexes and its coefficient there.
+struct Projection {
+    /// Bit i set: the dim indexes axis i.
+    axes_of: [u8; MAX_DIMS],
+    coef: [[i32; MAX_DIMS]; super::MAX_AXES],
+}
+
+impl Projection {
+    fn new(op: &super::OperandShape) -> Projection {
+        let mut pr = Projection {
+            axes_of: [0; MAX_DIMS],
+            coef: [[0; MAX_DIMS]; super::MAX_AXES],
+        };
+        for (i, a) in op.axes[..op.naxes as usize].iter().enumerate() {
+            for t in 0..a.nterms as usize {
+                let d = a.dims[t] as usize;
+                pr.axes_of[d] |= 1 << i;
+                pr.coef[i][d] += a.coefs[t];
+            }
+        }
+        pr
+    }
+}
+
+/// Elements of operand `o` that arrive at one instance of level `l` over the whole run:
+/// the first tile, then at every step of a loop above the level the new tile minus the
+/// one it holds (`|new \ old|`).
+///
+/// Loop k (innermost first) carries `(f_k − 1) × Π(factors outside it)` times; each
+/// time it moves its dim by its step while every loop inside it (and above the level)
+/// wraps back by `(f − 1) × step`. The tile is a product over the operand's axes of
+/// each axis's value set, and moving the box translates each axis's set by
+/// `s = Σ coef × move`, so the elements kept are `Π_axes |V ∩ (V + s)|`
+/// ([`super::axis_overlap`]) and the delta is the tile minus that. A carry of a loop
+/// whose dim does not index the operand moves it only by the wrap of the loops inside,
+/// the same for every such loop until a relevant loop joins the wrap, so it is computed
+/// once per run of them.
+///
+/// Returns `(tile, arrivals)`: the tile is the footprint `Π_axes |V|`.
 fn arrivals(
     p: &Problem,
-    fan: usize,
-    m: &Mapping,
+    proj: &Projection,
     loops: &Loops,
     o: usize,
     l: usize,
     ext: &[u64; MAX_DIMS],
-    tile: u64,
-) -> u64 {
+    reuse: Reuse,
+) -> (u64, u64) {
     let op = &p.operands[o];
-    let mut count = tile;
-    let mut reusing = true;
-    for &(j, d, f) in loops.above(l) {
-        let (j, d, f) = (j as usize, d as usize, f as u64);
-        if reusing {
-            if !op.is_relevant(d) {
-                continue;
-            }
-            reusing = false;
-            let across = if l >= fan && j < fan { m.spatial(d) } else { 1 };
-            let shift = ext[d] * across;
-            count = tile + (f - 1) * delta(p, o, ext, d, shift, tile);
+    let axes = &op.axes[..op.naxes as usize];
+    // Per axis: its distinct values, and its span when the values fill it.
+    let mut distinct = [0u64; super::MAX_AXES];
+    let mut span = [0u64; super::MAX_AXES];
+    // The span of every axis: a move of at least it leaves nothing of the axis.
+    let mut reach = [0u64; super::MAX_AXES];
+    let mut tile = 1u64;
+    for (i, a) in axes.iter().enumerate() {
+        reach[i] = super::axis_span(a, ext);
+        if super::axis_contiguous(a, ext) {
+            span[i] = reach[i];
+            distinct[i] = span[i];
         } else {
-            count *= f;
+            distinct[i] = super::axis_distinct(a, ext);
         }
+        tile *= distinct[i];
     }
-    count
+    let above = loops.above(l);
+    if above.is_empty() || tile == 0 {
+        return (tile, tile);
+    }
+    // Elements kept when each axis's values move by `mv[axis]`.
+    let kept = |mv: &[i64; super::MAX_AXES]| -> u64 {
+        let mut kept = 1u64;
+        for (i, a) in axes.iter().enumerate() {
+            let s = mv[i].unsigned_abs();
+            kept *= if s == 0 {
+                distinct[i]
+            } else if span[i] > 0 {
+                span[i].saturating_sub(s)
+            } else {
+                super::axis_overlap(a, ext, s)
+            };
+            if kept == 0 {
+                return 0;
+            }
+        }
+        kept
+    };
+    // How far the axes' values move when dim d moves by `by`.
+    let moved = |mv: &mut [i64; super::MAX_AXES], d: usize, by: i64| {
+        let mut mask = proj.axes_of[d];
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mv[i] += proj.coef[i][d] as i64 * by;
+            mask &= mask - 1;
+        }
+    };
+    if reuse == Reuse::Sliding {
+        // Only the innermost relevant loop's steps keep the overlap; from the first
+        // wrap of it on, every carry refetches the whole tile.
+        let mut count = tile;
+        let mut reusing = true;
+        for &(_, d, f, step) in above {
+            let (d, f) = (d as usize, f as u64);
+            if !reusing {
+                count *= f;
+            } else if op.is_relevant(d) {
+                reusing = false;
+                let mut mv = [0i64; super::MAX_AXES];
+                moved(&mut mv, d, step as i64);
+                count = tile + (f - 1) * (tile - kept(&mv).min(tile));
+            }
+        }
+        return (tile, count);
+    }
+    // The move (of each axis's values) of a carry of the current loop before its own
+    // step: every loop inside it (and above the level) wraps back to 0.
+    let mut back = [0i64; super::MAX_AXES];
+    // Axes that `back` alone moves by their whole span: a carry that does not move
+    // them again keeps nothing.
+    let mut dead = 0u8;
+    // The delta of a carry that only wraps (an irrelevant loop's), while it is valid.
+    let mut wrap_delta: Option<u64> = Some(0);
+    let mut count = tile;
+    for (&(_, d, f, step), &outer) in above.iter().zip(loops.outer_above(l)) {
+        let (d, f) = (d as usize, f as u64);
+        let carries = (f - 1) * outer;
+        let delta = if op.is_relevant(d) {
+            let touched = proj.axes_of[d];
+            let delta = if dead & !touched != 0 {
+                tile
+            } else {
+                let mut mv = back;
+                moved(&mut mv, d, step as i64);
+                tile - kept(&mv).min(tile)
+            };
+            moved(&mut back, d, -((f as i64 - 1) * step as i64));
+            let mut mask = touched;
+            while mask != 0 {
+                let i = mask.trailing_zeros() as usize;
+                if back[i].unsigned_abs() >= reach[i] {
+                    dead |= 1 << i;
+                } else {
+                    dead &= !(1 << i);
+                }
+                mask &= mask - 1;
+            }
+            wrap_delta = (dead != 0).then_some(tile);
+            delta
+        } else {
+            *wrap_delta.get_or_insert_with(|| tile - kept(&back).min(tile))
+        };
+        count += carries * delta;
+    }
+    (tile, count)
 }
 
-/// Counts every level's reads, fills and updates for mapping `m` (see the module docs
-/// of `map` for the semantics, which follow Timeloop's).
+/// Which overlap between consecutive tiles a level keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reuse {
+    /// Every element of the new tile the level already holds stays: whichever loop
+    /// steps and however many inner loops wrap, only `new \ old` is fetched. What the
+    /// reference engine's mapped executor counts, and what coex reports.
+    #[default]
+    Exact,
+    /// Only the steps of the innermost loop above the level that indexes the operand
+    /// keep the overlap (the sliding window); every carry that wraps it refetches the
+    /// whole tile. Timeloop's count: its nest analysis discards a tile's residual when
+    /// the tile's stride changes (`SaveAndSubtractIfSameStride`), which a wrap does.
+    /// Used to replay Timeloop (tests/timeloop_replay.rs).
+    Sliding,
+}
+
+/// Counts every level's reads, fills and updates for mapping `m` with exact reuse (see
+/// the module docs of `map` for the semantics).
 pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
+    analyze_with(p, t, m, Reuse::Exact)
+}
+
+/// [`analyze`] under a chosen [`Reuse`] rule.
+pub fn analyze_with(p: &Problem, t: &Template, m: &Mapping, reuse: Reuse) -> Counts {
     let nl = m.nlevels as usize;
     let fan = t.fanout_level();
     let ext = extents(p, t, m);
@@ -201,7 +347,7 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
     };
     let held = |l: usize| if l >= fan { pe_total } else { out_total };
 
-    let loops = Loops::new(p, m);
+    let loops = Loops::new(p, m, fan, &ext);
     let mut arrivals_of = [[0u64; 3]; MAX_LEVELS];
     #[allow(clippy::needless_range_loop)] // o indexes four parallel per-operand tables
     for o in 0..3 {
@@ -214,10 +360,10 @@ pub fn analyze(p: &Problem, t: &Template, m: &Mapping) -> Counts {
             }
         }
         let chain = &chain_buf[..n];
+        let proj = Projection::new(&p.operands[o]);
         for &l in chain {
-            let tile = p.operands[o].footprint(&ext[l]);
-            c.tile_words[l][o] = tile;
-            arrivals_of[l][o] = arrivals(p, fan, m, &loops, o, l, &ext[l], tile);
+            (c.tile_words[l][o], arrivals_of[l][o]) =
+                arrivals(p, &proj, &loops, o, l, &ext[l], reuse);
         }
         let mc = multicast(o);
         for (i, &l) in chain.iter().enumerate() {
