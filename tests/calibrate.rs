@@ -529,3 +529,44 @@ fn asic_parameter_names_are_checked_against_the_template() {
     );
     assert!(calibrate::resolve_params(&["level.GLB.energy_scale".into()], &d).is_ok());
 }
+
+/// `--train N` through the CLI: fits on N rows, reports on the rest, and the table
+/// labels the parameters as the training fit.
+#[test]
+fn train_split_on_the_command_line() {
+    let r = coex(&[
+        "calibrate",
+        "--accel",
+        "accelerators/gpu/v100.toml",
+        "--measurements",
+        "../shared/reference/deepbench_gemm_v100.csv",
+        "--from",
+        "deepbench-gemm",
+        "--train",
+        "60",
+        "--fit",
+        "l1",
+        "--no-plots",
+    ]);
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(out.contains("fitted on 60 random rows"), "{out}");
+    assert!(
+        out.contains("parameter (fit on the training rows)"),
+        "{out}"
+    );
+    let r = coex(&[
+        "calibrate",
+        "--accel",
+        "accelerators/gpu/v100.toml",
+        "--measurements",
+        "../shared/reference/deepbench_gemm_v100.csv",
+        "--from",
+        "deepbench-gemm",
+        "--train",
+        "320",
+        "--no-plots",
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("--train 320"), "{err}");
+}

@@ -54,6 +54,8 @@ struct RawLevel {
     write_energy_pj: Option<f64>,
     update_energy_pj: Option<f64>,
     bandwidth_bytes_per_cycle: Option<f64>,
+    read_bandwidth_bytes_per_cycle: Option<f64>,
+    write_bandwidth_bytes_per_cycle: Option<f64>,
     #[serde(default)]
     double_buffered: bool,
     area_um2: Option<f64>,
@@ -665,13 +667,31 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
     ] {
         nonnegative(path, &key(k), v)?;
     }
-    let bandwidth = match l.bandwidth_bytes_per_cycle {
-        Some(b) => {
-            positive(path, &key("bandwidth_bytes_per_cycle"), b)?;
-            Some(b / word_bytes)
+    let words_per_cycle = |k: &str, v: Option<f64>| -> Result<Option<f64>, ArchError> {
+        match v {
+            Some(b) => {
+                positive(path, &key(k), b)?;
+                Ok(Some(b / word_bytes))
+            }
+            None => Ok(None),
         }
-        None => None,
     };
+    let bandwidth = words_per_cycle("bandwidth_bytes_per_cycle", l.bandwidth_bytes_per_cycle)?;
+    let read_bandwidth = words_per_cycle(
+        "read_bandwidth_bytes_per_cycle",
+        l.read_bandwidth_bytes_per_cycle,
+    )?;
+    let write_bandwidth = words_per_cycle(
+        "write_bandwidth_bytes_per_cycle",
+        l.write_bandwidth_bytes_per_cycle,
+    )?;
+    if bandwidth.is_some() && (read_bandwidth.is_some() || write_bandwidth.is_some()) {
+        return Err(ArchError::Key {
+            path: path.to_path_buf(),
+            key: key("bandwidth_bytes_per_cycle"),
+            message: "give one shared port (bandwidth_bytes_per_cycle) or separate read_bandwidth_bytes_per_cycle / write_bandwidth_bytes_per_cycle, not both".into(),
+        });
+    }
     let _ = &l.about;
     Ok(Level {
         name: l.name.clone(),
@@ -684,6 +704,8 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
         write_energy_pj: write,
         update_energy_pj: update,
         bandwidth_words_per_cycle: bandwidth,
+        read_bandwidth_words_per_cycle: read_bandwidth,
+        write_bandwidth_words_per_cycle: write_bandwidth,
         double_buffered: l.double_buffered,
         area_um2: area,
         leakage_pj_per_cycle: l.leakage_pj_per_cycle,

@@ -83,8 +83,16 @@ pub struct Level {
     pub read_energy_pj: f64,
     pub write_energy_pj: f64,
     pub update_energy_pj: f64,
-    /// Words per cycle per instance that the level can read+write; `None` = unlimited.
+    /// Words per cycle per instance that the level can read+write through one shared
+    /// port (`bandwidth_bytes_per_cycle`); `None` = unlimited, or see the separate
+    /// read and write bandwidths below.
     pub bandwidth_words_per_cycle: Option<f64>,
+    /// Words per cycle per instance the level can read (`read_bandwidth_bytes_per_cycle`,
+    /// Timeloop's `read_bandwidth`); `None` = unlimited. Exclusive with the shared port.
+    pub read_bandwidth_words_per_cycle: Option<f64>,
+    /// Words per cycle per instance the level can write: fills from above and updates
+    /// from below (`write_bandwidth_bytes_per_cycle`, Timeloop's `write_bandwidth`).
+    pub write_bandwidth_words_per_cycle: Option<f64>,
     /// Tiles are double-buffered: capacity holds two tiles of each kept operand.
     pub double_buffered: bool,
     pub area_um2: f64,
@@ -95,6 +103,44 @@ pub struct Level {
 }
 
 impl Level {
+    /// Cycles one instance needs to move `read_words` out and `write_words` in (fills
+    /// and updates): through a shared port (reads + writes) ÷ bandwidth; through
+    /// separate ports max(reads ÷ read bandwidth, writes ÷ write bandwidth), a missing
+    /// port being unlimited (Timeloop's per-level bandwidth throttling).
+    pub fn transfer_cycles(&self, read_words: f64, write_words: f64) -> f64 {
+        if let Some(bw) = self.bandwidth_words_per_cycle {
+            return (read_words + write_words) / bw;
+        }
+        let r = self
+            .read_bandwidth_words_per_cycle
+            .map_or(0.0, |bw| read_words / bw);
+        let w = self
+            .write_bandwidth_words_per_cycle
+            .map_or(0.0, |bw| write_words / bw);
+        r.max(w)
+    }
+
+    /// Whether any bandwidth limits this level.
+    pub fn bandwidth_limited(&self) -> bool {
+        self.bandwidth_words_per_cycle.is_some()
+            || self.read_bandwidth_words_per_cycle.is_some()
+            || self.write_bandwidth_words_per_cycle.is_some()
+    }
+
+    /// Peak words per cycle in and out together (for roofs): the shared port, or the
+    /// sum of the separate ports; `None` when unlimited.
+    pub fn peak_words_per_cycle(&self) -> Option<f64> {
+        self.bandwidth_words_per_cycle.or_else(|| {
+            match (
+                self.read_bandwidth_words_per_cycle,
+                self.write_bandwidth_words_per_cycle,
+            ) {
+                (Some(r), Some(w)) => Some(r + w),
+                (r, w) => r.or(w),
+            }
+        })
+    }
+
     pub fn keeps(&self, operand: usize) -> bool {
         self.keeps[operand]
     }

@@ -47,9 +47,10 @@ pub struct CalibrateArgs {
     /// array.efficiency,accelerator.static_power_mw,mac.energy_pj).
     #[arg(long, value_delimiter = ',')]
     pub params: Vec<String>,
-    /// What the fit minimizes over ln(predicted/measured): ls (least squares,
+    /// What the fit minimizes: over ln(predicted/measured), ls (least squares,
     /// Levenberg-Marquardt), l1 (robust to rows the model cannot express) or minimax
-    /// (worst row); l1 and minimax solve linear programs (good_lp).
+    /// (worst row); or mape (the mean of |predicted/measured - 1|). l1, minimax and
+    /// mape solve linear programs (good_lp).
     #[arg(long, default_value = "ls")]
     pub fit: String,
     /// Seed of the fold assignment and the bootstrap.
@@ -131,11 +132,8 @@ pub fn table(o: &Outcome) -> String {
         Split::Train(_) => "fit on the training rows",
         _ => "fit on all rows",
     };
-    s += &format!(
-        "\nparameter ({fit_on}){:>w$}before     after\n",
-        "",
-        w = 35 - fit_on.len() - 12
-    );
+    let label = format!("parameter ({fit_on})");
+    s += &format!("\n{label:<34} before     after\n");
     let mut why = String::new();
     for (k, p) in &o.params {
         let fitted = p.status == "fitted";
@@ -193,7 +191,7 @@ pub fn run(a: CalibrateArgs, out: &mut impl Write) -> Result<(), Box<dyn std::er
         PathBuf::from("runs").join(format!("calibrate-{stem}"))
     });
     let loss = super::fit::Loss::parse(&a.fit)
-        .ok_or_else(|| format!("--fit {}: give ls, l1 or minimax", a.fit))?;
+        .ok_or_else(|| format!("--fit {}: give ls, l1, minimax or mape", a.fit))?;
     let cfg = Config {
         loss,
         accel,

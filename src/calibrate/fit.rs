@@ -268,6 +268,10 @@ pub enum Loss {
     L1,
     /// maxᵢ |rᵢ| (sequential LP).
     Minimax,
+    /// Σ |predictedᵢ/measuredᵢ − 1|: the mean absolute percentage error itself
+    /// (sequential LP on relative rather than log residuals; the caller forms them,
+    /// see [`Loss::relative`]).
+    Mape,
 }
 
 impl Loss {
@@ -276,14 +280,20 @@ impl Loss {
             "ls" | "least-squares" => Loss::LeastSquares,
             "l1" => Loss::L1,
             "minimax" => Loss::Minimax,
+            "mape" => Loss::Mape,
             _ => return None,
         })
+    }
+
+    /// Whether residuals are relative errors (p/m − 1) rather than ln(p/m).
+    pub fn relative(self) -> bool {
+        self == Loss::Mape
     }
 
     fn cost(self, r: &[f64]) -> f64 {
         match self {
             Loss::LeastSquares => cost(r),
-            Loss::L1 => r.iter().map(|v| v.abs()).sum(),
+            Loss::L1 | Loss::Mape => r.iter().map(|v| v.abs()).sum(),
             Loss::Minimax => r.iter().fold(0.0, |a, v| a.max(v.abs())),
         }
     }

@@ -466,12 +466,20 @@ fn residuals(
     params: &[Param],
     rows: &[&Prepared],
     x: &[f64],
+    loss: fit::Loss,
 ) -> Result<Vec<f64>, cost::CostError> {
     let h = with_params(g, params, x);
     Ok(predict_all(&h, rows)?
         .iter()
         .zip(rows)
-        .map(|(p, r)| (p.max(1e-30) / r.m.value).ln())
+        .map(|(p, r)| {
+            let ratio = p.max(1e-30) / r.m.value;
+            if loss.relative() {
+                ratio - 1.0
+            } else {
+                ratio.ln()
+            }
+        })
         .collect())
 }
 
@@ -486,7 +494,7 @@ pub fn fit_rows(
     let bounds: Vec<fit::Bounds> = params.iter().map(|p| p.bounds.clone()).collect();
     let names: Vec<String> = params.iter().map(|p| p.key.to_string()).collect();
     fit::fit(loss, &x0, &bounds, &names, &|x: &[f64]| {
-        residuals(g, params, rows, x)
+        residuals(g, params, rows, x, loss)
     })
 }
 
@@ -702,14 +710,17 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     };
     let header = format!(
         "# Calibrated by `coex calibrate` on {date} from {data} ({n} rows{from}).\n\
-         # Fit: {how} on ln(predicted/measured) over {over}; fitted: {fitted}.{unid}\n\
+         # Fit: {how} over {over}; fitted: {fitted}.{unid}\n\
          # Held-out error ({split_text}, seed {seed}): MAPE {mb:.1}% -> {ma:.1}% (90% bootstrap {lo:.1}-{hi:.1}%), \
          median APE {db:.1}% -> {da:.1}%, Kendall tau {tb:.3} -> {ta:.3}.\n",
         date = today(),
         how = match cfg.loss {
-            fit::Loss::LeastSquares => "bounded Levenberg-Marquardt (least squares)",
-            fit::Loss::L1 => "bounded sequential LP (L1)",
-            fit::Loss::Minimax => "bounded sequential LP (minimax)",
+            fit::Loss::LeastSquares => {
+                "bounded Levenberg-Marquardt, least squares of ln(predicted/measured)"
+            }
+            fit::Loss::L1 => "bounded sequential LP, L1 of ln(predicted/measured)",
+            fit::Loss::Minimax => "bounded sequential LP, minimax of ln(predicted/measured)",
+            fit::Loss::Mape => "bounded sequential LP (L1 of relative error, i.e. MAPE)",
         },
         over = match cfg.split {
             Split::Train(k) => format!("{k} training rows"),

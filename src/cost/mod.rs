@@ -124,9 +124,17 @@ pub fn quick_with(p: &Problem, t: &Template, c: &Counts, compute_cycles: f64) ->
     let mut energy = c.padded_macs as f64 * mac_energy(t, p);
     for l in 0..c.nlevels {
         energy += level_energy_pj(t, c, l, p.elem_bits);
-        if let Some(bw) = t.levels[l].bandwidth_words_per_cycle {
-            let per_instance = c.words_per_instance(l) as f64;
-            let cycles = per_instance * t.levels[l].words_per_element(p.elem_bits) / bw;
+        let lv = &t.levels[l];
+        if lv.bandwidth_limited() {
+            let words = lv.words_per_element(p.elem_bits);
+            let cycles = match lv.bandwidth_words_per_cycle {
+                // One shared port: everything the instance moves.
+                Some(bw) => c.words_per_instance(l) as f64 * words / bw,
+                None => lv.transfer_cycles(
+                    c.reads_per_instance(l) as f64 * words,
+                    c.writes_per_instance(l) as f64 * words,
+                ),
+            };
             if cycles > latency {
                 latency = cycles;
                 bound = Some(l);
@@ -202,10 +210,7 @@ pub fn vector_quick(t: &Template, v: &VectorOp) -> (Quick, usize) {
         (v.bytes_read as f64 / wb, v.bytes_written as f64 / wb)
     };
     let compute = (v.ops() as f64 / t.vector.lanes as f64).ceil();
-    let transfer = lv
-        .bandwidth_words_per_cycle
-        .map(|bw| (read_words + write_words) / bw)
-        .unwrap_or(0.0);
+    let transfer = lv.transfer_cycles(read_words, write_words);
     let latency = compute.max(transfer);
     let energy = v.ops() as f64 * t.vector.energy_pj_per_op
         + read_words * lv.read_energy_pj
@@ -291,7 +296,7 @@ pub fn roofline(acc: &crate::arch::Accelerator, dtype: crate::workload::DType) -
                     .levels
                     .iter()
                     .filter_map(|l| {
-                        let bw = l.bandwidth_words_per_cycle?;
+                        let bw = l.peak_words_per_cycle()?;
                         Some((l.name.clone(), bw * l.word_bits as f64 / 8.0 * hz))
                     })
                     .collect(),

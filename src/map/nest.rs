@@ -38,6 +38,17 @@ impl Counts {
             .sum();
         total / self.instances[l].max(1)
     }
+
+    /// Elements one instance of level `l` reads out (every operand).
+    pub fn reads_per_instance(&self, l: usize) -> u64 {
+        self.reads[l].iter().sum::<u64>() / self.instances[l].max(1)
+    }
+
+    /// Elements one instance of level `l` writes: fills from above, updates from below.
+    pub fn writes_per_instance(&self, l: usize) -> u64 {
+        let w: u64 = (0..3).map(|o| self.fills[l][o] + self.updates[l][o]).sum();
+        w / self.instances[l].max(1)
+    }
 }
 
 /// `a / b`, skipping the (slow) division when b is 1, the common case.
