@@ -297,3 +297,17 @@ fn fpga_ilp_time_limit_is_range_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn shared_and_separate_bandwidths_are_exclusive() {
+    let p = variant(
+        "two_ports",
+        "bandwidth_bytes_per_cycle = 128",
+        "bandwidth_bytes_per_cycle = 128\nread_bandwidth_bytes_per_cycle = 64",
+    );
+    let out = coex(&["eval", "--op", OP, "--accel", p.to_str().unwrap()]);
+    assert_clean_error(
+        &out,
+        &["two_ports.toml", "bandwidth_bytes_per_cycle", "not both"],
+    );
+}
