@@ -8,6 +8,7 @@ use coex::arch;
 use coex::cost::network::map_einsum;
 use coex::cost::{quick, NetworkOptions};
 use coex::lower::{lower, Einsum, Kernel};
+use coex::map::mapper::SearchConfig;
 use coex::map::{analyze, Problem};
 use coex::workload::spec::single_op_graph;
 use std::path::Path;
@@ -43,7 +44,15 @@ fn separate_ports_take_the_slower_direction() {
     let narrow = "read_bandwidth_bytes_per_cycle = 2\nwrite_bandwidth_bytes_per_cycle = 4";
     let t = template(narrow);
     let glb = t.level_index("shared_glb").unwrap();
-    let (p, found): (Problem, _) = map_einsum(&einsum(), &t, &NetworkOptions::default()).unwrap();
+    // Without bypass search, so that the GLB carries every operand and bounds the layer.
+    let opts = NetworkOptions {
+        search: SearchConfig {
+            bypass: false,
+            ..SearchConfig::default()
+        },
+        ..NetworkOptions::default()
+    };
+    let (p, found): (Problem, _) = map_einsum(&einsum(), &t, &opts).unwrap();
     let c = analyze(&p, &t, &found.mapping);
     let (reads, writes) = (c.reads_per_instance(glb), c.writes_per_instance(glb));
     // 16-bit words: 1 word/cycle of reads, 2 of writes.

@@ -86,6 +86,7 @@ fn check(spec: &str, t: &Template, objective: Objective) {
         budget: 120,
         spatial_candidates: 3,
         seed: 7,
+        ..SearchConfig::default()
     };
     let found = match search(&p, t, &cfg, cost::objective_fn(&p, t, objective)) {
         Ok(f) => f,
@@ -170,6 +171,7 @@ fn a_bigger_buffer_never_costs_more_dram_traffic_for_the_best_mapping_found() {
             budget: 4000,
             spatial_candidates: 4,
             seed: 3,
+            ..SearchConfig::default()
         };
         let obj = |_m: &Mapping, c: &coex::map::Counts| {
             (0..3).map(|o| c.reads[0][o] + c.updates[0][o]).sum::<u64>() as f64

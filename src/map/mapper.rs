@@ -1,7 +1,8 @@
 //! The mapper: spatial candidates ranked by array utilization, then a search over how
 //! each dim's prime factors spread across the memory levels and which operand each
 //! level keeps stationary: exhaustive when that space fits the budget, else seeded
-//! random samples followed by local refinement of the best. Every candidate is repaired to fit capacity
+//! random samples followed by local refinement of the best; then a greedy descent
+//! over bypass (which operands each level drops) from each unrolling's best. Every candidate is repaired to fit capacity
 //! before it is scored, so a returned mapping never breaks a buffer.
 //!
 //! The search is deterministic for a given seed and budget: the same problem,
@@ -19,6 +20,9 @@ pub struct SearchConfig {
     /// Spatial unrollings explored (best by utilization first).
     pub spatial_candidates: usize,
     pub seed: u64,
+    /// Also search bypass: from each spatial unrolling's best mapping, drop operands
+    /// from the levels that keep them while that lowers the objective.
+    pub bypass: bool,
 }
 
 impl Default for SearchConfig {
@@ -27,6 +31,7 @@ impl Default for SearchConfig {
             budget: 3000,
             spatial_candidates: 6,
             seed: 1,
+            bypass: true,
         }
     }
 }
@@ -292,6 +297,20 @@ where
                 });
             }
         }
+        // Bypass: from this spatial unrolling's best, drop operands from levels.
+        if let Some((g, _)) = local_best.as_ref().filter(|_| cfg.bypass) {
+            let m = realize(p, nl, &base, g);
+            let (m, c, score, n) = bypass_descent(p, t, m, &objective);
+            evaluated += n;
+            if best.as_ref().map(|b| score < b.score).unwrap_or(true) {
+                best = Some(Found {
+                    mapping: m,
+                    counts: c,
+                    score,
+                    evaluated: 0,
+                });
+            }
+        }
     }
     match best {
         Some(mut f) => {
@@ -303,6 +322,50 @@ where
             template: t.name.clone(),
             why: last_why,
         }),
+    }
+}
+
+/// Greedy descent over bypass: each step tries dropping one operand from one level
+/// that keeps it (never DRAM, level 0; a mapping may bypass what its template keeps,
+/// as a Timeloop mapping's keep/bypass directives do), or keeping it again, and takes
+/// the move that lowers the objective most, until none does. Bypass only shrinks
+/// tiles, so every step still fits capacity. Returns the mapping, its counts and
+/// score, and how many mappings were scored.
+fn bypass_descent<F>(
+    p: &Problem,
+    t: &Template,
+    mut m: Mapping,
+    objective: &F,
+) -> (Mapping, Counts, f64, usize)
+where
+    F: Fn(&Mapping, &Counts) -> f64,
+{
+    let mut c = analyze(p, t, &m);
+    let mut score = objective(&m, &c);
+    let mut evaluated = 1;
+    let toggles: Vec<(usize, usize)> = (1..t.levels.len())
+        .flat_map(|l| (0..3).map(move |o| (l, o)))
+        .filter(|&(l, o)| t.levels[l].keeps[o])
+        .collect();
+    loop {
+        let mut step: Option<(Mapping, Counts, f64)> = None;
+        for &(l, o) in &toggles {
+            let mut n = m;
+            n.keep[l][o] = !n.keep[l][o];
+            let nc = analyze(p, t, &n);
+            evaluated += 1;
+            if nc.overflow.is_some() {
+                continue;
+            }
+            let s = objective(&n, &nc);
+            if s < step.as_ref().map_or(score, |x| x.2) {
+                step = Some((n, nc, s));
+            }
+        }
+        match step {
+            Some((n, nc, s)) => (m, c, score) = (n, nc, s),
+            None => return (m, c, score, evaluated),
+        }
     }
 }
 
