@@ -27,7 +27,7 @@ fn template(glb: &str) -> arch::Template {
 fn einsum() -> Einsum {
     // A 1x1 conv with few MACs per byte: the global buffer, not compute, bounds it.
     let g = single_op_graph("conv2d n=1 c=64 h=28 w=28 k=64 r=1 s=1 dtype=fp16").unwrap();
-    let e = lower(&g)
+    lower(&g)
         .unwrap()
         .into_iter()
         .flat_map(|w| w.kernels)
@@ -35,8 +35,7 @@ fn einsum() -> Einsum {
             Kernel::Einsum(e) => Some(e),
             _ => None,
         })
-        .unwrap();
-    e
+        .unwrap()
 }
 
 #[test]
