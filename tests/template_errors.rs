@@ -311,3 +311,17 @@ fn shared_and_separate_bandwidths_are_exclusive() {
         &["two_ports.toml", "bandwidth_bytes_per_cycle", "not both"],
     );
 }
+
+#[test]
+fn bypassable_must_be_kept_operands() {
+    let p = variant(
+        "bypass_unkept",
+        "keeps = [\"W\"]",
+        "keeps = [\"W\"]\nbypassable = [\"O\"]",
+    );
+    let out = coex(&["eval", "--op", OP, "--accel", p.to_str().unwrap()]);
+    assert_clean_error(
+        &out,
+        &["bypass_unkept.toml", "bypassable", "'O' is not kept"],
+    );
+}

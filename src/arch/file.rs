@@ -50,6 +50,7 @@ struct RawLevel {
     #[serde(default)]
     per_pe: bool,
     keeps: Option<Vec<String>>,
+    bypassable: Option<Vec<String>>,
     read_energy_pj: Option<f64>,
     write_energy_pj: Option<f64>,
     update_energy_pj: Option<f64>,
@@ -626,17 +627,43 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
             ))
         }
     };
+    let operand_set = |name: &str, list: &[String]| -> Result<[bool; 3], ArchError> {
+        let mut k = [false; 3];
+        for s in list {
+            let i = OPERANDS
+                .iter()
+                .position(|o| o == s)
+                .ok_or_else(|| key_err(path, key(name), format!("'{s}' is not I, W or O")))?;
+            k[i] = true;
+        }
+        Ok(k)
+    };
     let keeps = match &l.keeps {
         None => [true; 3],
+        Some(list) => operand_set("keeps", list)?,
+    };
+    // What the mapper may bypass: by default a shared level may let any operand it
+    // keeps stream past it; a per-PE level feeds its MACs and may not. DRAM never.
+    let bypassable = match &l.bypassable {
+        None if l.per_pe || kind == LevelKind::Dram => [false; 3],
+        None => keeps,
         Some(list) => {
-            let mut k = [false; 3];
-            for s in list {
-                let i = OPERANDS.iter().position(|o| o == s).ok_or_else(|| {
-                    key_err(path, key("keeps"), format!("'{s}' is not I, W or O"))
-                })?;
-                k[i] = true;
+            let b = operand_set("bypassable", list)?;
+            if let Some(o) = (0..3).find(|&o| b[o] && !keeps[o]) {
+                return Err(key_err(
+                    path,
+                    key("bypassable"),
+                    format!("'{}' is not kept here, so it cannot be bypassed; list only operands of keeps", OPERANDS[o]),
+                ));
             }
-            k
+            if kind == LevelKind::Dram && b.iter().any(|&x| x) {
+                return Err(key_err(
+                    path,
+                    key("bypassable"),
+                    "DRAM holds every operand; it cannot bypass one",
+                ));
+            }
+            b
         }
     };
     let bytes = size_words.map(|w| w as f64 * word_bytes).unwrap_or(0.0);
@@ -700,6 +727,7 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
         size_words,
         per_pe: l.per_pe,
         keeps,
+        bypassable,
         read_energy_pj: read,
         write_energy_pj: write,
         update_energy_pj: update,

@@ -80,6 +80,9 @@ pub struct Level {
     pub per_pe: bool,
     /// Which operands (I, W, O) this level stores; the others bypass it.
     pub keeps: [bool; 3],
+    /// Which of those the mapper may choose to bypass (`bypassable`; default: every
+    /// kept operand on a shared level, none on a per-PE level or DRAM).
+    pub bypassable: [bool; 3],
     pub read_energy_pj: f64,
     pub write_energy_pj: f64,
     pub update_energy_pj: f64,

@@ -326,8 +326,8 @@ where
 }
 
 /// Greedy descent over bypass: each step tries dropping one operand from one level
-/// that keeps it (never DRAM, level 0; a mapping may bypass what its template keeps,
-/// as a Timeloop mapping's keep/bypass directives do), or keeping it again, and takes
+/// whose template lets it (`bypassable`: shared levels by default; never DRAM or a
+/// per-PE level unless the file says so), or keeping it again, and takes
 /// the move that lowers the objective most, until none does. Bypass only shrinks
 /// tiles, so every step still fits capacity. Returns the mapping, its counts and
 /// score, and how many mappings were scored.
@@ -345,7 +345,7 @@ where
     let mut evaluated = 1;
     let toggles: Vec<(usize, usize)> = (1..t.levels.len())
         .flat_map(|l| (0..3).map(move |o| (l, o)))
-        .filter(|&(l, o)| t.levels[l].keeps[o])
+        .filter(|&(l, o)| t.levels[l].bypassable[o])
         .collect();
     loop {
         let mut step: Option<(Mapping, Counts, f64)> = None;
