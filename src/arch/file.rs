@@ -51,6 +51,8 @@ struct RawLevel {
     per_pe: bool,
     keeps: Option<Vec<String>>,
     bypassable: Option<Vec<String>>,
+    dims: Option<Vec<String>>,
+    order: Option<Vec<String>>,
     read_energy_pj: Option<f64>,
     write_energy_pj: Option<f64>,
     update_energy_pj: Option<f64>,
@@ -666,6 +668,38 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
             b
         }
     };
+    // Mapspace constraints: which dims may have temporal loops here, and the order
+    // (outer to inner) of those that do.
+    let dim_list = |name: &str, list: &Option<Vec<String>>| -> Result<Vec<String>, ArchError> {
+        let list = list.clone().unwrap_or_default();
+        for d in &list {
+            if !DIM_NAMES.contains(&d.as_str()) {
+                return Err(key_err(
+                    path,
+                    key(name),
+                    format!("'{d}' is not a dim; use {}", DIM_NAMES.join(", ")),
+                ));
+            }
+        }
+        Ok(list)
+    };
+    let temporal_dims = match &l.dims {
+        None => None,
+        Some(_) => Some(dim_list("dims", &l.dims)?),
+    };
+    let loop_order = dim_list("order", &l.order)?;
+    if let (Some(dims), Some(d)) = (
+        &temporal_dims,
+        loop_order
+            .iter()
+            .find(|d| !temporal_dims.as_ref().is_some_and(|x| x.contains(d))),
+    ) {
+        return Err(key_err(
+            path,
+            key("order"),
+            format!("'{d}' is ordered but not among dims = {dims:?}"),
+        ));
+    }
     let bytes = size_words.map(|w| w as f64 * word_bytes).unwrap_or(0.0);
     let (read_default, write_default, area_default) = match kind {
         LevelKind::Dram => (tech.dram_word(bits), tech.dram_word(bits), 0.0),
@@ -728,6 +762,8 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
         per_pe: l.per_pe,
         keeps,
         bypassable,
+        temporal_dims,
+        loop_order,
         read_energy_pj: read,
         write_energy_pj: write,
         update_energy_pj: update,

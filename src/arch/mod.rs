@@ -83,6 +83,14 @@ pub struct Level {
     /// Which of those the mapper may choose to bypass (`bypassable`; default: every
     /// kept operand on a shared level, none on a per-PE level or DRAM).
     pub bypassable: [bool; 3],
+    /// Mapspace constraint `dims`: the Einsum dims that may have temporal loops at
+    /// this level (Timeloop's temporal `factors` constraint with the others = 1);
+    /// `None` = any.
+    pub temporal_dims: Option<Vec<String>>,
+    /// Mapspace constraint `order`: these dims' loops, where present, run in this
+    /// order (outer to inner) and outside every other loop of the level (Timeloop's
+    /// `permutation`, which lists inner to outer).
+    pub loop_order: Vec<String>,
     pub read_energy_pj: f64,
     pub write_energy_pj: f64,
     pub update_energy_pj: f64,

@@ -8,7 +8,7 @@
 //! The search is deterministic for a given seed and budget: the same problem,
 //! template and objective give the same mapping on any machine.
 
-use super::{analyze, Counts, MapError, Mapping, Problem, MAX_DIMS, MAX_LEVELS};
+use super::{analyze, Constraints, Counts, MapError, Mapping, Problem, MAX_DIMS, MAX_LEVELS};
 use crate::arch::Template;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -158,12 +158,15 @@ struct Genome {
     stationary: [u8; MAX_LEVELS],
 }
 
-fn realize(p: &Problem, nl: usize, base: &Mapping, g: &Genome) -> Mapping {
+/// The mapping a genome stands for; factors go to the nearest level the template's
+/// constraints allow (`Constraints::place`; the search checked that one exists).
+fn realize(p: &Problem, nl: usize, base: &Mapping, g: &Genome, c: &Constraints) -> Mapping {
     let mut m = *base;
     for l in 0..nl {
         m.factors[l] = [1; MAX_DIMS];
     }
     for &(d, f, l) in &g.genes {
+        let l = c.place(d, l, nl).unwrap_or(l);
         m.factors[l][d] *= f as u32;
     }
     for l in 0..nl {
@@ -179,6 +182,7 @@ fn realize(p: &Problem, nl: usize, base: &Mapping, g: &Genome) -> Mapping {
                 }
             }
         }
+        c.apply_order(l, &mut m.order[l], p.ndims);
     }
     m
 }
@@ -190,12 +194,13 @@ fn repair(
     t: &Template,
     base: &Mapping,
     g: &mut Genome,
+    c: &Constraints,
     rng: &mut ChaCha8Rng,
 ) -> Result<(Mapping, Counts), usize> {
     let nl = t.levels.len();
     let mut last = 0;
     for _ in 0..4 * g.genes.len() + 4 {
-        let m = realize(p, nl, base, g);
+        let m = realize(p, nl, base, g, c);
         let c = analyze(p, t, &m);
         let Some(l) = c.overflow else {
             return Ok((m, c));
@@ -231,6 +236,7 @@ where
             "template has {nl} levels; at most {MAX_LEVELS}"
         )));
     }
+    let cons = Constraints::of(p, t);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ shape_hash(p));
     let spatials = spatial_candidates(p, t, cfg.spatial_candidates);
     let per_spatial = (cfg.budget / spatials.len()).max(8);
@@ -249,7 +255,19 @@ where
                 genes.push((d, f, 0));
             }
         }
-        if base.validate(p, t).is_err() {
+        if base.validate_shape(p, t).is_err() {
+            continue;
+        }
+        // A temporal factor left for a dim that no level's `dims` constraint allows.
+        if let Some(&(d, _, _)) = genes
+            .iter()
+            .find(|&&(d, _, _)| (0..nl).all(|l| !cons.allowed[l][d]))
+        {
+            last_why = format!(
+                "{}: no level's `dims` constraint allows dim {} (its loops left after the array's unrolling); add it to some level's dims",
+                t.path.display(),
+                p.names[d]
+            );
             continue;
         }
         let mut local_best: Option<(Genome, f64)> = None;
@@ -268,7 +286,7 @@ where
                 (Some((bg, _)), true) => mutate(bg, nl, &mut rng),
                 _ => random_genome(&genes, nl, &mut rng),
             };
-            let (m, c) = match repair(p, t, &base, &mut g, &mut rng) {
+            let (m, c) = match repair(p, t, &base, &mut g, &cons, &mut rng) {
                 Ok(mc) => mc,
                 Err(l) => {
                     let lv = &t.levels[l];
@@ -299,7 +317,7 @@ where
         }
         // Bypass: from this spatial unrolling's best, drop operands from levels.
         if let Some((g, _)) = local_best.as_ref().filter(|_| cfg.bypass) {
-            let m = realize(p, nl, &base, g);
+            let m = realize(p, nl, &base, g, &cons);
             let (m, c, score, n) = bypass_descent(p, t, m, &objective);
             evaluated += n;
             if best.as_ref().map(|b| score < b.score).unwrap_or(true) {

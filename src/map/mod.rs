@@ -427,6 +427,75 @@ impl Problem {
     }
 }
 
+/// A template's mapspace constraints (`dims`, `order` per level) resolved to the dims
+/// of one problem: which dims may loop at each level, and the ordered prefix of each
+/// level's loops.
+#[derive(Clone, Copy, Debug)]
+pub struct Constraints {
+    /// `allowed[level][dim]`: the dim may have a temporal factor > 1 there.
+    pub allowed: [[bool; MAX_DIMS]; MAX_LEVELS],
+    /// `order[level][..order_len[level]]`: dims whose loops come first, outer to inner.
+    pub order: [[u8; MAX_DIMS]; MAX_LEVELS],
+    pub order_len: [u8; MAX_LEVELS],
+}
+
+impl Constraints {
+    pub fn of(p: &Problem, t: &Template) -> Constraints {
+        let mut c = Constraints {
+            allowed: [[true; MAX_DIMS]; MAX_LEVELS],
+            order: [[0; MAX_DIMS]; MAX_LEVELS],
+            order_len: [0; MAX_LEVELS],
+        };
+        for (l, lv) in t.levels.iter().enumerate().take(MAX_LEVELS) {
+            if let Some(dims) = &lv.temporal_dims {
+                for d in 0..p.ndims {
+                    c.allowed[l][d] = dims.iter().any(|x| x == p.names[d]);
+                }
+            }
+            for name in &lv.loop_order {
+                if let Some(d) = p.dim_index(name) {
+                    c.order[l][c.order_len[l] as usize] = d as u8;
+                    c.order_len[l] += 1;
+                }
+            }
+        }
+        c
+    }
+
+    /// The level a factor placed at `l` goes to: `l` if the dim may loop there, else
+    /// the nearest level outside that allows it, else the nearest inside; `None` if
+    /// no level allows the dim.
+    pub fn place(&self, d: usize, l: usize, nlevels: usize) -> Option<usize> {
+        if self.allowed[l][d] {
+            return Some(l);
+        }
+        (0..l)
+            .rev()
+            .chain(l + 1..nlevels)
+            .find(|&x| self.allowed[x][d])
+    }
+
+    /// Puts level `l`'s constrained dims first, in their order, keeping the rest of
+    /// `order` (outer to inner) as it was.
+    pub fn apply_order(&self, l: usize, order: &mut [u8; MAX_DIMS], ndims: usize) {
+        let n = self.order_len[l] as usize;
+        if n == 0 {
+            return;
+        }
+        let fixed = &self.order[l][..n];
+        let mut out = [0u8; MAX_DIMS];
+        out[..n].copy_from_slice(fixed);
+        let mut k = n;
+        for &d in order.iter().take(ndims) {
+            if !fixed.contains(&d) {
+                out[k] = d;
+                k += 1;
+            }
+        }
+        order[..ndims].copy_from_slice(&out[..ndims]);
+    }
+}
+
 /// Which array axis a spatial loop occupies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum ArrayAxis {
@@ -507,8 +576,53 @@ impl Mapping {
             * self.spatial(d)
     }
 
-    /// Checks coverage of every bound and the array's size and spatial rules.
+    /// Checks a mapping against the problem and template: coverage, array size,
+    /// keeps, spatial dims, and the template's mapspace constraints.
     pub fn validate(&self, p: &Problem, t: &Template) -> Result<(), MapError> {
+        self.validate_shape(p, t)?;
+        self.check_constraints(p, t)
+    }
+
+    /// The template's mapspace constraints (`dims`, `order` per level).
+    pub fn check_constraints(&self, p: &Problem, t: &Template) -> Result<(), MapError> {
+        let c = Constraints::of(p, t);
+        for (l, lv) in t.levels.iter().enumerate() {
+            let looping = |d: usize| self.factors[l][d] > 1;
+            if let Some(d) = (0..p.ndims).find(|&d| looping(d) && !c.allowed[l][d]) {
+                return Err(MapError::Invalid(format!(
+                    "level '{}' has a {}{} loop; its mapspace constraint allows dims = {:?}",
+                    lv.name,
+                    p.names[d],
+                    self.factors[l][d],
+                    lv.temporal_dims.as_deref().unwrap_or_default()
+                )));
+            }
+            // The looping dims, outer to inner, must start with the ordered ones.
+            let fixed = &c.order[l][..c.order_len[l] as usize];
+            let seq: Vec<u8> = self.order[l][..p.ndims]
+                .iter()
+                .copied()
+                .filter(|&d| looping(d as usize))
+                .collect();
+            let expect: Vec<u8> = fixed
+                .iter()
+                .copied()
+                .filter(|&d| looping(d as usize))
+                .collect();
+            if seq[..expect.len()] != expect[..] {
+                return Err(MapError::Invalid(format!(
+                    "level '{}': loops {} break its order constraint {:?} (those dims first, outer to inner)",
+                    lv.name,
+                    seq.iter().map(|&d| p.names[d as usize]).collect::<Vec<_>>().join(" "),
+                    lv.loop_order
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `validate` without the mapspace constraints.
+    pub fn validate_shape(&self, p: &Problem, t: &Template) -> Result<(), MapError> {
         if self.nlevels as usize != t.levels.len() {
             return Err(MapError::Invalid(format!(
                 "mapping has {} levels, template '{}' has {}",
