@@ -7,10 +7,9 @@
 use coex::arch;
 use coex::cost::network::map_einsum;
 use coex::cost::{quick, NetworkOptions};
-use coex::lower::{lower, Einsum, Kernel};
+use coex::lower::{einsum_of_spec, Einsum};
 use coex::map::mapper::SearchConfig;
 use coex::map::{analyze, Problem};
-use coex::workload::spec::single_op_graph;
 use std::path::Path;
 
 fn template(glb: &str) -> arch::Template {
@@ -26,16 +25,7 @@ fn template(glb: &str) -> arch::Template {
 
 fn einsum() -> Einsum {
     // A 1x1 conv with few MACs per byte: the global buffer, not compute, bounds it.
-    let g = single_op_graph("conv2d n=1 c=64 h=28 w=28 k=64 r=1 s=1 dtype=fp16").unwrap();
-    lower(&g)
-        .unwrap()
-        .into_iter()
-        .flat_map(|w| w.kernels)
-        .find_map(|k| match k {
-            Kernel::Einsum(e) => Some(e),
-            _ => None,
-        })
-        .unwrap()
+    einsum_of_spec("conv2d n=1 c=64 h=28 w=28 k=64 r=1 s=1 dtype=fp16").unwrap()
 }
 
 #[test]

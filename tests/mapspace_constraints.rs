@@ -6,10 +6,9 @@
 
 use coex::arch;
 use coex::cost::{self, Objective};
-use coex::lower::{lower, Kernel};
+use coex::lower::einsum_of_spec;
 use coex::map::mapper::{search, SearchConfig};
 use coex::map::Problem;
-use coex::workload::spec::single_op_graph;
 use std::path::Path;
 
 fn template(extra: &[(&str, &str)]) -> arch::Template {
@@ -25,17 +24,7 @@ fn template(extra: &[(&str, &str)]) -> arch::Template {
 }
 
 fn problem(spec: &str) -> Problem {
-    let g = single_op_graph(spec).unwrap();
-    let e = lower(&g)
-        .unwrap()
-        .into_iter()
-        .flat_map(|w| w.kernels)
-        .find_map(|k| match k {
-            Kernel::Einsum(e) => Some(e),
-            _ => None,
-        })
-        .unwrap();
-    Problem::from_einsum(&e).unwrap()
+    Problem::from_einsum(&einsum_of_spec(spec).unwrap()).unwrap()
 }
 
 const SHAPES: [&str; 3] = [

@@ -222,6 +222,24 @@ pub const MAX_NETWORK_COUNT: u64 = 1 << 60;
 
 /// Lowers every node, in execution order; a node whose counts exceed the limits
 /// above (or overflow) is an error naming it.
+/// The first Einsum of a one-op spec (`conv2d n=1 c=64 ...`, `gemm m=.. n=.. k=..`):
+/// what tests and benchmarks map and cost on their own. Errors if the spec does not
+/// parse or lowers to no Einsum.
+pub fn einsum_of_spec(spec: &str) -> Result<Einsum, WorkloadError> {
+    let g = crate::workload::spec::single_op_graph(spec)?;
+    lower(&g)?
+        .into_iter()
+        .flat_map(|w| w.kernels)
+        .find_map(|k| match k {
+            Kernel::Einsum(e) => Some(e),
+            _ => None,
+        })
+        .ok_or_else(|| WorkloadError::BadParam {
+            key: "op".into(),
+            message: format!("'{spec}' lowers to no Einsum"),
+        })
+}
+
 pub fn lower(graph: &Graph) -> Result<Vec<LayerWork>, WorkloadError> {
     let mut total: u64 = 0;
     let mut work = Vec::new();
