@@ -233,6 +233,20 @@ enum Command {
     /// Fit a GPU template's named parameters to measured kernels; report held-out error.
     Calibrate(coex::calibrate::cli::CalibrateArgs),
     /// Convert another tool's mapping into a coex mapping file (printed to stdout).
+    /// Converts a Timeloop/Accelergy architecture (with its mapspace constraints and
+    /// energy/area tables) into a coex template, printed to stdout.
+    ImportArch {
+        /// A Timeloop spec with `architecture:` (and optionally
+        /// `architecture_constraints:`), e.g. a mapper input or model dump.
+        #[arg(long)]
+        timeloop: PathBuf,
+        /// Accelergy's energy reference table (ERT.yaml).
+        #[arg(long)]
+        ert: Option<PathBuf>,
+        /// Accelergy's area reference table (ART.yaml).
+        #[arg(long)]
+        art: Option<PathBuf>,
+    },
     ImportMapping {
         /// A Timeloop map.yaml (as timeloop-mapper writes it).
         #[arg(long)]
@@ -246,6 +260,9 @@ enum Command {
         /// The layer as an op spec, to check the mapping's coverage and capacity.
         #[arg(long)]
         op: String,
+        /// Timeloop level names to the template's, e.g. `shared_glb=GLB,pe_spad=RF`.
+        #[arg(long, value_delimiter = ',')]
+        level_map: Vec<String>,
     },
 }
 
@@ -640,14 +657,27 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error>>
                 out_dir.display()
             )?;
         }
+        Command::ImportArch { timeloop, ert, art } => {
+            let text = coex::arch::timeloop::import(&timeloop, ert.as_deref(), art.as_deref())?;
+            print!("{text}");
+        }
         Command::ImportMapping {
             timeloop,
             accel,
             layer,
             op,
+            level_map,
         } => {
             let template = coex::arch::load(&accel, &[])?;
-            let raw = coex::map::file::import_timeloop(&timeloop, &layer, &template)?;
+            let mut renames = std::collections::HashMap::new();
+            for pair in &level_map {
+                let (from, to) = pair.split_once('=').ok_or_else(|| {
+                    format!("--level-map '{pair}': write timeloop_name=coex_name")
+                })?;
+                renames.insert(from.trim().to_string(), to.trim().to_string());
+            }
+            let raw =
+                coex::map::file::import_timeloop_renamed(&timeloop, &layer, &template, &renames)?;
             let g = spec::single_op_graph(&op)?;
             let work = coex::lower::lower(&g)?;
             let e = work

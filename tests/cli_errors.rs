@@ -582,3 +582,22 @@ fn eval_csv_has_a_totals_row() {
         .sum();
     assert_eq!(total[col("DRAM.W.reads")].parse::<u64>().unwrap(), dram);
 }
+
+#[test]
+fn import_arch_names_the_file_and_what_is_missing() {
+    let dir = std::env::temp_dir().join("coex_import_arch_test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("no_arch.yaml");
+    std::fs::write(&f, "problem: {}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coex"))
+        .args(["import-arch", "--timeloop", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no_arch.yaml") && err.contains("architecture"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -6,7 +6,7 @@
 use coex::arch;
 use coex::cost;
 use coex::lower::{lower, Kernel};
-use coex::map::file::{import_timeloop, resolve};
+use coex::map::file::{import_timeloop, import_timeloop_renamed, resolve};
 use coex::map::{analyze, analyze_with, Problem, Reuse};
 use coex::workload::spec::single_op_graph;
 use std::collections::HashMap;
@@ -89,7 +89,24 @@ fn timeloop_summary(layer: &str) -> (u64, f64) {
 }
 
 fn replay(layer: &str, spec: &str) {
-    let t = template();
+    replay_on(&template(), layer, spec)
+}
+
+/// The template `coex import-arch --timeloop` makes from the layer's mapper spec and
+/// Accelergy's ERT and ART.
+fn imported(layer: &str) -> arch::Template {
+    let text = coex::arch::timeloop::import(
+        &reference(&format!("{layer}.mapper.yaml")),
+        Some(&reference("ERT.yaml")),
+        Some(&reference("ART.yaml")),
+    )
+    .unwrap();
+    arch::load_str(&text, &reference("imported.toml"), &[])
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn replay_on(t: &arch::Template, layer: &str, spec: &str) {
+    let t = t.clone();
     let p = problem(spec);
     let raw = import_timeloop(&reference(&format!("{layer}.map.yaml")), layer, &t).unwrap();
     let m = resolve(&raw, &p, &t).unwrap();
@@ -142,7 +159,7 @@ fn replay(layer: &str, spec: &str) {
         (qe.energy_pj - energy) / energy * 100.0
     );
     assert!(
-        err < 0.01,
+        err < 0.003,
         "{layer}: energy {:.1} pJ vs Timeloop {energy:.1} pJ ({:.3}%)",
         q.energy_pj,
         err * 100.0
@@ -163,4 +180,103 @@ fn resnet18_layer01_3x3_matches_timeloop() {
         "resnet18_01",
         "conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 stride=1 pad=1",
     );
+}
+
+/// The same replays on templates imported from Timeloop's own files (issue 13 §5):
+/// reads, fills, updates and cycles exact, energy within 0.3%.
+#[test]
+fn imported_templates_replay_both_layers() {
+    for (layer, spec) in [
+        (
+            "resnet18_00",
+            "conv2d n=1 c=3 h=224 w=224 k=64 r=7 s=7 stride=2 pad=3",
+        ),
+        (
+            "resnet18_01",
+            "conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 stride=1 pad=1",
+        ),
+    ] {
+        replay_on(&imported(layer), layer, spec);
+    }
+}
+
+/// coex's mapper on the imported template (its mapspace constraints included) against
+/// Timeloop's mapper (random search, EDP, victory condition 100; summary.csv): EDP no
+/// worse on both layers, each search under a second. Not imported, so not honoured:
+/// Timeloop's partial permutations (they pin dims innermost).
+#[test]
+fn constrained_mapper_matches_timeloops_mapper_on_edp() {
+    for (layer, spec) in [
+        (
+            "resnet18_00",
+            "conv2d n=1 c=3 h=224 w=224 k=64 r=7 s=7 stride=2 pad=3",
+        ),
+        (
+            "resnet18_01",
+            "conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 stride=1 pad=1",
+        ),
+    ] {
+        let t = imported(layer);
+        let p = problem(spec);
+        let start = std::time::Instant::now();
+        let f = coex::map::mapper::search(
+            &p,
+            &t,
+            &coex::map::mapper::SearchConfig::default(),
+            cost::objective_fn(&p, &t, cost::Objective::Edp),
+        )
+        .unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        f.mapping.validate(&p, &t).unwrap();
+        // Costed with Timeloop's reuse rule, so exact reuse earns coex nothing here.
+        let q = cost::quick(&p, &t, &analyze_with(&p, &t, &f.mapping, Reuse::Sliding));
+        let (cycles, energy) = timeloop_summary(layer);
+        let (coex_edp, tl_edp) = (q.latency_cycles * q.energy_pj, cycles as f64 * energy);
+        eprintln!(
+            "{layer}: coex EDP {coex_edp:.4e} ({} cycles, {:.4e} pJ) vs Timeloop {tl_edp:.4e} ({cycles} cycles, {energy:.4e} pJ): {:+.1}%; search {secs:.3} s; {}",
+            q.latency_cycles,
+            q.energy_pj,
+            (coex_edp / tl_edp - 1.0) * 100.0,
+            f.mapping.compact(&p, &t)
+        );
+        assert!(coex_edp <= tl_edp, "{layer}");
+        // A generous bound for a loaded CI machine; the search takes ~20 ms here.
+        assert!(secs < 1.0, "{layer}: {secs} s");
+    }
+}
+
+/// `import-mapping --level-map`: Timeloop's mapping replays on a template whose levels
+/// have other names (shared_glb → GLB, pe_spad → RF) with the same counts.
+#[test]
+fn level_map_renames_timeloop_levels() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("accelerators/asic/timeloop_simple_ws.toml"),
+    )
+    .unwrap()
+    .replace("name = \"shared_glb\"", "name = \"GLB\"")
+    .replace("name = \"pe_spad\"", "name = \"RF\"");
+    let renamed = arch::load_str(&text, &reference("renamed.toml"), &[]).unwrap();
+    let (layer, spec) = (
+        "resnet18_01",
+        "conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 stride=1 pad=1",
+    );
+    let p = problem(spec);
+    let map: HashMap<String, String> = [("shared_glb", "GLB"), ("pe_spad", "RF")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let path = reference(&format!("{layer}.map.yaml"));
+    let raw = import_timeloop_renamed(&path, layer, &renamed, &map).unwrap();
+    let m = resolve(&raw, &p, &renamed).unwrap();
+    let t = template();
+    let orig = resolve(&import_timeloop(&path, layer, &t).unwrap(), &p, &t).unwrap();
+    let (a, b) = (analyze(&p, &renamed, &m), analyze(&p, &t, &orig));
+    assert_eq!((a.reads, a.fills, a.updates), (b.reads, b.fills, b.updates));
+    // Without the map, the renamed levels are unknown to Timeloop's mapping.
+    let bad: HashMap<String, String> = [("shared_glb".to_string(), "L9".to_string())].into();
+    let e = match import_timeloop_renamed(&path, layer, &renamed, &bad) {
+        Ok(_) => panic!("a level-map to a missing level must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("L9") && e.contains("level-map"), "{e}");
 }

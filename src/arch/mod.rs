@@ -10,6 +10,7 @@ pub mod fpga;
 pub mod gpu;
 mod tech;
 
+pub mod timeloop;
 pub use file::{apply_override, dtype_bits, load, load_str};
 pub use tech::Tech;
 

@@ -264,6 +264,18 @@ fn timeloop_dim(name: &str) -> &str {
 /// for `layer`. Targets map to template levels by name; a dummy level that carries
 /// only spatial loops is the array; Timeloop's Y axis is coex's rows, X the columns.
 pub fn import_timeloop(path: &Path, layer: &str, t: &Template) -> Result<RawMapping, MapError> {
+    import_timeloop_renamed(path, layer, t, &HashMap::new())
+}
+
+/// As [`import_timeloop`], with Timeloop level names renamed to the template's by
+/// `level_map` (`timeloop_name → coex_name`; unnamed levels keep their names). A
+/// target the map names but the template lacks is an error.
+pub fn import_timeloop_renamed(
+    path: &Path,
+    layer: &str,
+    t: &Template,
+    level_map: &HashMap<String, String>,
+) -> Result<RawMapping, MapError> {
     let err = |message: String| MapError::File {
         path: path.to_path_buf(),
         message,
@@ -282,6 +294,16 @@ pub fn import_timeloop(path: &Path, layer: &str, t: &Template) -> Result<RawMapp
         let field = |k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let target =
             field("target").ok_or_else(|| err(format!("mapping entry {i} has no target")))?;
+        let target = match level_map.get(&target) {
+            Some(to) if t.level_index(to).is_none() => {
+                return Err(err(format!(
+                    "--level-map sends '{target}' to '{to}', which is not a level of template '{}'",
+                    t.name
+                )))
+            }
+            Some(to) => to.clone(),
+            None => target,
+        };
         let kind = field("type").unwrap_or_default();
         match kind.as_str() {
             "datatype" => {
