@@ -728,8 +728,9 @@ mod axis_tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// The plainest count: every point of the box, into a set.
-    fn brute(coefs: &[i32], exts: &[u64]) -> u64 {
+    /// Every value `Σ coefs[t]·x[t]` over the box `0 ≤ x[t] < exts[t]`: the plainest
+    /// enumeration, into a set.
+    fn values(coefs: &[i32], exts: &[u64]) -> std::collections::HashSet<i64> {
         let mut set = std::collections::HashSet::new();
         let mut idx = vec![0u64; exts.len()];
         loop {
@@ -743,7 +744,7 @@ mod axis_tests {
             let mut t = 0;
             loop {
                 if t == idx.len() {
-                    return set.len() as u64;
+                    return set;
                 }
                 idx[t] += 1;
                 if idx[t] < exts[t] {
@@ -755,30 +756,44 @@ mod axis_tests {
         }
     }
 
+    /// The plainest count of distinct values.
+    fn brute(coefs: &[i32], exts: &[u64]) -> u64 {
+        values(coefs, exts).len() as u64
+    }
+
+    /// A random axis of 1–3 terms (coefficients ±1..9, extents 1..12) with its extents,
+    /// and the same terms as plain lists for the brute-force side.
+    #[allow(clippy::needless_range_loop)] // t indexes the axis's parallel term arrays
+    fn random_axis(
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> (Axis, [u64; MAX_DIMS], Vec<i32>, Vec<u64>) {
+        let n = rng.random_range(1..=3usize);
+        let mut a = Axis {
+            nterms: n as u8,
+            ..Axis::default()
+        };
+        let mut ext = [1u64; MAX_DIMS];
+        let mut coefs = Vec::new();
+        let mut exts = Vec::new();
+        for t in 0..n {
+            let c = rng.random_range(1..=9i32) * if rng.random_bool(0.2) { -1 } else { 1 };
+            let e = rng.random_range(1..=12u64);
+            a.dims[t] = t as u8;
+            a.coefs[t] = c;
+            ext[t] = e;
+            coefs.push(c);
+            exts.push(e);
+        }
+        (a, ext, coefs, exts)
+    }
+
     /// The closed forms (contiguous, layered, two-term chain heads) against brute force
     /// on random strides, dilations, flattened radices and extents.
     #[test]
-    #[allow(clippy::needless_range_loop)] // t indexes the axis's parallel term arrays
     fn distinct_values_match_brute_force() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..4000 {
-            let n = rng.random_range(1..=3usize);
-            let mut a = Axis {
-                nterms: n as u8,
-                ..Axis::default()
-            };
-            let mut ext = [1u64; MAX_DIMS];
-            let mut coefs = Vec::new();
-            let mut exts = Vec::new();
-            for t in 0..n {
-                let c = rng.random_range(1..=9i32) * if rng.random_bool(0.2) { -1 } else { 1 };
-                let e = rng.random_range(1..=12u64);
-                a.dims[t] = t as u8;
-                a.coefs[t] = c;
-                ext[t] = e;
-                coefs.push(c);
-                exts.push(e);
-            }
+            let (a, ext, coefs, exts) = random_axis(&mut rng);
             assert_eq!(
                 axis_distinct(&a, &ext),
                 brute(&coefs, &exts),
@@ -789,55 +804,16 @@ mod axis_tests {
 
     /// `|V ∩ (V + s)|` by brute force.
     fn brute_overlap(coefs: &[i32], exts: &[u64], s: i64) -> u64 {
-        let mut set = std::collections::HashSet::new();
-        let mut idx = vec![0u64; exts.len()];
-        'all: loop {
-            set.insert(
-                coefs
-                    .iter()
-                    .zip(&idx)
-                    .map(|(&c, &x)| c as i64 * x as i64)
-                    .sum::<i64>(),
-            );
-            let mut t = 0;
-            loop {
-                if t == idx.len() {
-                    break 'all;
-                }
-                idx[t] += 1;
-                if idx[t] < exts[t] {
-                    break;
-                }
-                idx[t] = 0;
-                t += 1;
-            }
-        }
+        let set = values(coefs, exts);
         set.iter().filter(|&&v| set.contains(&(v + s))).count() as u64
     }
 
     /// Overlaps of a shifted value set (contiguous, layered, bitset) against brute force.
     #[test]
-    #[allow(clippy::needless_range_loop)] // t indexes the axis's parallel term arrays
     fn shifted_overlap_matches_brute_force() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for _ in 0..4000 {
-            let n = rng.random_range(1..=3usize);
-            let mut a = Axis {
-                nterms: n as u8,
-                ..Axis::default()
-            };
-            let mut ext = [1u64; MAX_DIMS];
-            let mut coefs = Vec::new();
-            let mut exts = Vec::new();
-            for t in 0..n {
-                let c = rng.random_range(1..=9i32) * if rng.random_bool(0.2) { -1 } else { 1 };
-                let e = rng.random_range(1..=12u64);
-                a.dims[t] = t as u8;
-                a.coefs[t] = c;
-                ext[t] = e;
-                coefs.push(c);
-                exts.push(e);
-            }
+            let (a, ext, coefs, exts) = random_axis(&mut rng);
             let s = rng.random_range(0..=40u64);
             assert_eq!(
                 axis_overlap(&a, &ext, s),
