@@ -2,6 +2,7 @@
 //! measured cuBLAS GEMM times on a V100 (Baidu DeepBench, ../shared/reference).
 
 use coex::arch::{self, gpu::Gpu, Accelerator};
+use coex::calibrate::report::kendall_tau;
 use coex::cost::gpu::{gemm, gemm_with_tile};
 use coex::cost::{evaluate, NetworkOptions};
 use coex::workload::spec::single_op_graph;
@@ -72,28 +73,6 @@ fn one_tile_past_a_full_wave_costs_a_whole_wave() {
         (latency_step - 2.0).abs() < 1e-6,
         "latency step {latency_step}"
     );
-}
-
-/// Kendall's tau-b between two equally long samples.
-fn kendall_tau(x: &[f64], y: &[f64]) -> f64 {
-    let (mut conc, mut disc, mut tx, mut ty) = (0f64, 0f64, 0f64, 0f64);
-    for i in 0..x.len() {
-        for j in i + 1..x.len() {
-            let (dx, dy) = (x[i] - x[j], y[i] - y[j]);
-            if dx == 0.0 && dy == 0.0 {
-                continue;
-            } else if dx == 0.0 {
-                tx += 1.0;
-            } else if dy == 0.0 {
-                ty += 1.0;
-            } else if dx * dy > 0.0 {
-                conc += 1.0;
-            } else {
-                disc += 1.0;
-            }
-        }
-    }
-    (conc - disc) / ((conc + disc + tx) * (conc + disc + ty)).sqrt()
 }
 
 #[test]
