@@ -86,6 +86,52 @@ impl<'a, I: Iterator<Item = &'a (calibrate::Prepared, f64)>> ClonedRows for I {
     }
 }
 
+/// Each op class takes its own eager floor (`model.<class>_dispatch_overhead_us`),
+/// depthwise convs the shared one, and graph mode none. Oracle: the keys' values
+/// themselves, on ops far too small to reach them on an H200.
+#[test]
+fn eager_floors_follow_the_op_class() {
+    let mut g = h200();
+    g.model.mode = Mode::Eager;
+    g.model.dispatch_overhead_us = 10.0;
+    g.model.gemm_dispatch_overhead_us = Some(12.0);
+    g.model.conv_dispatch_overhead_us = Some(15.0);
+    g.model.attention_dispatch_overhead_us = Some(18.0);
+    g.model.vector_dispatch_overhead_us = Some(7.0);
+    let opts = coex::cost::NetworkOptions::default();
+    let us = |g: &Gpu, spec: &str| {
+        let graph = coex::workload::spec::single_op_graph(spec).unwrap();
+        let acc = coex::arch::Accelerator::Gpu(g.clone());
+        coex::cost::evaluate(&graph, &acc, &opts, None)
+            .unwrap()
+            .total
+            .latency_s
+            * 1e6
+    };
+    for (spec, floor) in [
+        ("gemm m=8 n=64 k=64 dtype=fp16", 12.0),
+        (
+            "conv2d n=1 c=16 h=8 w=8 k=16 r=3 s=3 pad=1 dtype=fp16",
+            15.0,
+        ),
+        ("conv2d n=1 c=1 h=8 w=8 k=16 r=3 s=3 pad=1 dtype=fp16", 15.0),
+        (
+            "conv2d n=1 c=16 h=8 w=8 k=16 r=3 s=3 pad=1 groups=16 dtype=fp16",
+            10.0,
+        ),
+        ("attention b=1 heads=2 seq=16 head_dim=64 dtype=fp16", 18.0),
+        ("relu shape=1x8x8x8 dtype=fp16", 7.0),
+    ] {
+        let got = us(&g, spec);
+        assert!(
+            (got - floor).abs() < 1e-9,
+            "{spec}: {got} us, floor {floor}"
+        );
+    }
+    g.model.mode = Mode::Graph;
+    assert!(us(&g, "relu shape=1x8x8x8 dtype=fp16") < 7.0);
+}
+
 #[test]
 fn eager_mode_floors_every_kernel_at_the_dispatch_overhead() {
     let mut g = h200();
@@ -247,23 +293,31 @@ fn h200_heldout_errors_by_group() {
         );
     }
     let g = |k: &str| o.groups[k].after;
-    // Targets: GEMM and conv <= 20%, attention <= 25%, GEMM tau >= 0.9. Met: GEMM and
-    // attention medians. Missed (figures asserted as achieved, with a small margin):
-    // conv median (20.5%: small convs sit on a host floor above the GEMMs', fp32 convs
-    // vary in how far below peak cuDNN runs them) and GEMM tau (0.79: ~50 rows sit on
-    // the dispatch floor, where measured noise decides the order).
-    assert!(g("gemm").median_ape <= 0.20);
-    assert!(g("attention").median_ape <= 0.25);
-    assert!(g("conv").median_ape <= 0.22, "{}", g("conv").median_ape);
+    // Targets (issue 11): GEMM and conv <= 20%, attention <= 25%, GEMM tau >= 0.9.
+    // Met: the three medians (with per-class dispatch floors: eager PyTorch's host
+    // path costs ~7 µs for an element-wise op and ~18 µs for SDPA). Missed, asserted
+    // as achieved: GEMM tau (0.78: ~50 rows sit on the dispatch floor, where fp16 rows
+    // measure ~11.6 µs and most bf16 rows ~17.7 µs for the same shapes, an order no
+    // per-class floor expresses).
+    assert!(g("gemm").median_ape <= 0.20, "{}", g("gemm").median_ape);
+    assert!(
+        g("attention").median_ape <= 0.25,
+        "{}",
+        g("attention").median_ape
+    );
+    assert!(g("conv").median_ape <= 0.20, "{}", g("conv").median_ape);
     assert!(g("gemm").kendall_tau >= 0.75, "{}", g("gemm").kendall_tau);
     assert!(o.after.heldout.rmse_log < o.before.heldout.rmse_log);
 }
 
 /// DeepBench convolutions on a V100 (cuDNN, forward). Winograd for fp32 3×3/5×5 and
 /// DRAM reading a conv's input once (not its im2col volume) took the uncalibrated
-/// MAPE from 43.8% to 20.9%. The robust L1 fit is not swayed by the few fp16 C = 1
-/// rows cuDNN runs ~10× below the model (no tensor-core kernel for them); least
-/// squares follows them and raises the held-out MAPE (asserted below 30% only).
+/// MAPE from 43.8% to 20.9%. Target: held-out MAPE after calibration below 30% and
+/// below the uncalibrated figure. The robust L1 fit meets both; it is not swayed by
+/// the six fp16 C = 1 rows cuDNN 7 runs 7-13× below the model (its CUDA-core
+/// fallback for unaligned channels is slower than its fp32 kernel, which coex does
+/// not model). Least squares follows those rows, lowers the CUDA-core efficiency
+/// that the fp32 rows share, and ends above the uncalibrated MAPE (asserted < 30%).
 #[test]
 fn v100_deepbench_conv_heldout_mape_after_calibration() {
     let run = |loss| {
@@ -289,6 +343,9 @@ fn v100_deepbench_conv_heldout_mape_after_calibration() {
         assert_eq!(a.n, 188);
         assert!(b.mape < 0.22, "uncalibrated {}", b.mape);
         assert!(a.mape < 0.30, "{name}: {}", a.mape);
+        if name == "l1" {
+            assert!(a.mape < b.mape, "l1: {} vs uncalibrated {}", a.mape, b.mape);
+        }
     }
 }
 
@@ -435,7 +492,7 @@ fn bad_measurement_files_name_the_row_and_the_fix() {
         "{e}"
     );
     let e = bad_file(&format!("op,metric,value\n{OK}{OK}{OK}"));
-    assert!(e.contains("3 rows for 8 parameters"), "{e}");
+    assert!(e.contains("3 rows for 13 parameters"), "{e}");
 }
 
 #[test]

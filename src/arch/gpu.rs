@@ -74,6 +74,16 @@ pub struct Model {
     /// fp16 GEMMs run at ~78% of peak.
     #[serde(default)]
     pub unaligned_tensor_efficiency: Option<f64>,
+    /// As `unaligned_tensor_efficiency`, for convolutions whose channels (C or K per
+    /// group) are not whole 16-byte words, where a conv library's rule differs from
+    /// its GEMM library's: cuDNN 7 runs tensor-op convs only when C and K are
+    /// multiples of 8 in fp16 (cuDNN 7 developer guide, Tensor Core operations) and
+    /// otherwise falls back to a CUDA-core kernel, while cuBLAS runs unaligned GEMMs
+    /// on tensor cores. The V100 file's prior, 0.2, is the CUDA cores' fp16 rate over
+    /// the tensor cores' (128/512) × the CUDA-core efficiency; calibrate it. Absent:
+    /// `unaligned_tensor_efficiency`.
+    #[serde(default)]
+    pub unaligned_conv_efficiency: Option<f64>,
     /// Fraction of CUDA-core peak a saturated main loop sustains.
     pub cuda_efficiency: f64,
     /// Fraction of DRAM / L2 bandwidth streaming kernels attain.
@@ -125,6 +135,27 @@ pub struct Model {
     /// launch latency (`device.launch_overhead_us`), which every kernel pays.
     #[serde(default)]
     pub dispatch_overhead_us: f64,
+    /// Host time per op of one class in eager mode, µs, where it differs from
+    /// `dispatch_overhead_us` (absent: that value). A framework's per-op host path
+    /// depends on the op: a GEMM goes through cuBLAS/cuBLASLt heuristics; a cuDNN
+    /// convolution sets up descriptors and, under `cudnn.benchmark`, looks up its
+    /// algorithm cache; fused attention (`scaled_dot_product_attention`) picks a
+    /// backend first; an element-wise op launches a native kernel directly. On the
+    /// H200 with PyTorch 2.11 the floor-bound rows of `h200_kernels_train.csv` sit at
+    /// medians of ~7 µs (element-wise), ~10–12 µs (depthwise convs, fp16 GEMMs),
+    /// ~15 µs (convs) and ~18 µs (attention). Classes (`OpClass`): GEMMs,
+    /// batched GEMMs and other non-conv Einsums; convs with more than one channel
+    /// per group; fused attention; vector ops. Depthwise convs, which PyTorch mostly
+    /// runs with its own kernels, keep `dispatch_overhead_us`. `coex calibrate` fits
+    /// them (`gemm_dispatch_overhead_us`, ...).
+    #[serde(default)]
+    pub gemm_dispatch_overhead_us: Option<f64>,
+    #[serde(default)]
+    pub conv_dispatch_overhead_us: Option<f64>,
+    #[serde(default)]
+    pub attention_dispatch_overhead_us: Option<f64>,
+    #[serde(default)]
+    pub vector_dispatch_overhead_us: Option<f64>,
     /// Power drawn regardless of work while a kernel runs, W.
     pub static_power_w: f64,
     /// Dynamic energy per MAC by dtype, pJ.
@@ -155,6 +186,21 @@ pub enum Mode {
     /// CUDA graphs or a compiled program: no host floor.
     #[default]
     Graph,
+}
+
+/// What a framework dispatches, for the per-class host floors of eager mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpClass {
+    /// GEMMs, batched GEMMs and other non-conv Einsums (cuBLAS / cuBLASLt).
+    Gemm,
+    /// Convolutions with more than one channel per group (cuDNN).
+    Conv,
+    /// Fused attention (one `scaled_dot_product_attention` call).
+    Attention,
+    /// Element-wise, reduction and normalization ops.
+    Vector,
+    /// Anything else (depthwise convs): `dispatch_overhead_us`.
+    Other,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -201,13 +247,35 @@ impl Gpu {
             .map(|&r| (r, Pipe::Cuda))
     }
 
-    /// The host floor a kernel's latency cannot go below, s: `dispatch_overhead_us` in
-    /// eager mode, 0 under CUDA graphs.
-    pub fn dispatch_floor_s(&self) -> f64 {
+    /// The host floor a kernel of `class` cannot go below, s: its class's dispatch
+    /// overhead in eager mode, 0 under CUDA graphs.
+    pub fn dispatch_floor_s(&self, class: OpClass) -> f64 {
         match self.model.mode {
-            Mode::Eager => self.model.dispatch_overhead_us * 1e-6,
+            Mode::Eager => self.dispatch_overhead_us(class) * 1e-6,
             Mode::Graph => 0.0,
         }
+    }
+
+    /// The eager-mode host time of one op of `class`, µs: its class's key
+    /// (`gemm_dispatch_overhead_us`, ...) or else `dispatch_overhead_us`.
+    pub fn dispatch_overhead_us(&self, class: OpClass) -> f64 {
+        let m = &self.model;
+        match class {
+            OpClass::Gemm => m.gemm_dispatch_overhead_us,
+            OpClass::Conv => m.conv_dispatch_overhead_us,
+            OpClass::Attention => m.attention_dispatch_overhead_us,
+            OpClass::Vector => m.vector_dispatch_overhead_us,
+            OpClass::Other => None,
+        }
+        .unwrap_or(m.dispatch_overhead_us)
+    }
+
+    /// Tensor-core efficiency of a convolution whose channels are not 16-byte
+    /// aligned (`unaligned_conv_efficiency`, else `unaligned_efficiency`).
+    pub fn unaligned_conv_efficiency(&self) -> f64 {
+        self.model
+            .unaligned_conv_efficiency
+            .unwrap_or_else(|| self.unaligned_efficiency())
     }
 
     /// Tensor-core efficiency when operand rows are not 16-byte aligned.
@@ -279,6 +347,12 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
             "model.unaligned_tensor_efficiency",
             m.unaligned_tensor_efficiency.unwrap_or(m.tensor_efficiency),
         ),
+        (
+            "model.unaligned_conv_efficiency",
+            m.unaligned_conv_efficiency
+                .or(m.unaligned_tensor_efficiency)
+                .unwrap_or(m.tensor_efficiency),
+        ),
     ] {
         if !(v > 0.0 && v <= 1.0) {
             return Err(key_err(key, format!("an efficiency is in (0, 1], got {v}")));
@@ -289,6 +363,22 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
         ("device.l2_mib".into(), d.l2_mib),
         ("device.launch_overhead_us".into(), d.launch_overhead_us),
         ("model.dispatch_overhead_us".into(), m.dispatch_overhead_us),
+        (
+            "model.gemm_dispatch_overhead_us".into(),
+            m.gemm_dispatch_overhead_us.unwrap_or(0.0),
+        ),
+        (
+            "model.conv_dispatch_overhead_us".into(),
+            m.conv_dispatch_overhead_us.unwrap_or(0.0),
+        ),
+        (
+            "model.attention_dispatch_overhead_us".into(),
+            m.attention_dispatch_overhead_us.unwrap_or(0.0),
+        ),
+        (
+            "model.vector_dispatch_overhead_us".into(),
+            m.vector_dispatch_overhead_us.unwrap_or(0.0),
+        ),
         ("device.die_mm2".into(), d.die_mm2),
         ("device.tdp_w".into(), d.tdp_w),
         (

@@ -41,10 +41,12 @@ pub struct CalibrateArgs {
     /// NAS-Bench-201 networks calibrate the template for the other 15,425).
     #[arg(long, conflicts_with = "folds")]
     pub train: Option<usize>,
-    /// Parameters to fit, comma-separated (default: GPU
-    /// tensor_efficiency,unaligned_tensor_efficiency,conv_efficiency,cuda_efficiency,
-    /// dram_efficiency,l2_efficiency,launch_overhead_us,dispatch_overhead_us; ASIC
-    /// array.efficiency,accelerator.static_power_mw,mac.energy_pj).
+    /// Parameters to fit, comma-separated (default: GPU tensor_efficiency,
+    /// unaligned_tensor_efficiency, unaligned_conv_efficiency, conv_efficiency,
+    /// cuda_efficiency, dram_efficiency, l2_efficiency, launch_overhead_us,
+    /// dispatch_overhead_us, and on per-kernel rows the per-class floors
+    /// gemm_/conv_/attention_/vector_dispatch_overhead_us; ASIC array.efficiency,
+    /// accelerator.static_power_mw, mac.energy_pj).
     #[arg(long, value_delimiter = ',')]
     pub params: Vec<String>,
     /// What the fit minimizes: over ln(predicted/measured), ls (least squares,
@@ -133,12 +135,17 @@ pub fn table(o: &Outcome) -> String {
         _ => "fit on all rows",
     };
     let label = format!("parameter ({fit_on})");
-    s += &format!("\n{label:<34} before     after\n");
+    let w = o
+        .params
+        .keys()
+        .map(|k| k.len())
+        .fold(label.len(), usize::max);
+    s += &format!("\n{label:<w$} before     after\n");
     let mut why = String::new();
     for (k, p) in &o.params {
         let fitted = p.status == "fitted";
         s += &format!(
-            "{k:<34} {:<10.4} {:.4}{}\n",
+            "{k:<w$} {:<10.4} {:.4}{}\n",
             p.before,
             p.after,
             if fitted { "" } else { " (unchanged)" }

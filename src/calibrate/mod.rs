@@ -23,7 +23,7 @@ pub mod fit;
 pub mod measure;
 pub mod report;
 
-use crate::arch::gpu::{Gpu, Mode};
+use crate::arch::gpu::{Gpu, Mode, OpClass};
 use crate::arch::{self, Accelerator, Template};
 use crate::cost::network::{Schedule, ScheduleCache};
 use crate::cost::{self, NetworkOptions};
@@ -154,6 +154,12 @@ pub fn gpu_params() -> Vec<Param> {
             |g, v| g.model.unaligned_tensor_efficiency = Some(v),
         ),
         gpu_param(
+            "model.unaligned_conv_efficiency",
+            eff(),
+            |g| g.unaligned_conv_efficiency(),
+            |g, v| g.model.unaligned_conv_efficiency = Some(v),
+        ),
+        gpu_param(
             "model.conv_efficiency",
             eff(),
             |g| g.model.conv_efficiency,
@@ -189,11 +195,35 @@ pub fn gpu_params() -> Vec<Param> {
             |g| g.model.dispatch_overhead_us,
             |g, v| g.model.dispatch_overhead_us = v,
         ),
+        gpu_param(
+            "model.gemm_dispatch_overhead_us",
+            us(),
+            |g| g.dispatch_overhead_us(OpClass::Gemm),
+            |g, v| g.model.gemm_dispatch_overhead_us = Some(v),
+        ),
+        gpu_param(
+            "model.conv_dispatch_overhead_us",
+            us(),
+            |g| g.dispatch_overhead_us(OpClass::Conv),
+            |g, v| g.model.conv_dispatch_overhead_us = Some(v),
+        ),
+        gpu_param(
+            "model.attention_dispatch_overhead_us",
+            us(),
+            |g| g.dispatch_overhead_us(OpClass::Attention),
+            |g, v| g.model.attention_dispatch_overhead_us = Some(v),
+        ),
+        gpu_param(
+            "model.vector_dispatch_overhead_us",
+            us(),
+            |g| g.dispatch_overhead_us(OpClass::Vector),
+            |g, v| g.model.vector_dispatch_overhead_us = Some(v),
+        ),
     ]
 }
 
 /// The parameters fitted when `--params` is not given.
-pub const DEFAULT_GPU_PARAMS: &str = "tensor_efficiency,unaligned_tensor_efficiency,conv_efficiency,cuda_efficiency,dram_efficiency,l2_efficiency,launch_overhead_us,dispatch_overhead_us";
+pub const DEFAULT_GPU_PARAMS: &str = "tensor_efficiency,unaligned_tensor_efficiency,unaligned_conv_efficiency,conv_efficiency,cuda_efficiency,dram_efficiency,l2_efficiency,launch_overhead_us,dispatch_overhead_us";
 
 /// How to split rows into training and held-out sets.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -547,13 +577,14 @@ fn mean_stats(s: &[Stats]) -> Stats {
 /// of the calibrated template.
 pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     let g = load_device(&cfg.accel)?;
+    let (rows, skipped) = measure::import(cfg.format, &cfg.measurements)?;
     let names: Vec<String> = if cfg.params.is_empty() {
-        default_params(&g).split(',').map(String::from).collect()
+        let networks = rows.iter().any(|r| !matches!(r.target, Target::Op(_)));
+        default_params(&g, networks)
     } else {
         cfg.params.clone()
     };
     let params = resolve_params(&names, &g)?;
-    let (rows, skipped) = measure::import(cfg.format, &cfg.measurements)?;
     let rows = prepare(rows, &cfg.measurements, &g)?;
     let n = rows.len();
     let cost_err = |e: cost::CostError| CalibrateError::File {
@@ -889,13 +920,24 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// The parameters fitted when `--params` is not given, by template kind.
-pub fn default_params(d: &Device) -> &'static str {
-    match d {
-        Device::Gpu(_) => DEFAULT_GPU_PARAMS,
-        Device::Asic(..) => DEFAULT_ASIC_PARAMS,
-    }
+/// The parameters fitted when `--params` is not given, by template kind. On GPUs,
+/// per-kernel rows also fit the per-class dispatch floors
+/// (`GPU_CLASS_DISPATCH_PARAMS`); whole-network rows do not, because a class that
+/// every network runs the same number of times (NAS-Bench-201's one classifier
+/// GEMM) is confounded with a per-network constant and would absorb it.
+pub fn default_params(d: &Device, whole_networks: bool) -> Vec<String> {
+    let list = match d {
+        Device::Gpu(_) if whole_networks => DEFAULT_GPU_PARAMS.to_string(),
+        Device::Gpu(_) => format!("{DEFAULT_GPU_PARAMS},{GPU_CLASS_DISPATCH_PARAMS}"),
+        Device::Asic(..) => DEFAULT_ASIC_PARAMS.to_string(),
+    };
+    list.split(',').map(String::from).collect()
 }
+
+/// The per-class eager dispatch floors (`arch::gpu::OpClass`), fitted by default on
+/// per-kernel rows.
+pub const GPU_CLASS_DISPATCH_PARAMS: &str =
+    "gemm_dispatch_overhead_us,conv_dispatch_overhead_us,attention_dispatch_overhead_us,vector_dispatch_overhead_us";
 
 /// The ASIC parameters fitted by default: the array's efficiency (latency), static
 /// power and the MAC energy (power). Per-level energy scales can be added.

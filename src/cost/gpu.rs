@@ -13,7 +13,7 @@
 //! bandwidth bound; with `fuse_elementwise`, element-wise ones ride in their producer.
 
 use super::{Access, CostError, LayerCost, NetworkCost, NetworkOptions};
-use crate::arch::gpu::{Gpu, Pipe};
+use crate::arch::gpu::{Gpu, OpClass, Pipe};
 use crate::lower::{self, Einsum, Kernel, VectorKind, VectorOp};
 use crate::map::Problem;
 use crate::workload::op::Attention;
@@ -121,6 +121,7 @@ pub fn gemm_split(
     let per_sm_macs = (ctas * tm * tn * k_padded) as f64;
     let occupancy = ((ctas * tm * tn) as f64 / g.model.saturating_tile_elems).min(1.0);
     let efficiency = match pipe {
+        Pipe::Tensor if !layout.aligned && layout.conv => g.unaligned_conv_efficiency(),
         Pipe::Tensor if !layout.aligned => g.unaligned_efficiency(),
         p => g.efficiency(p),
     } * if layout.conv {
@@ -275,6 +276,13 @@ pub struct ConvShape {
     pub s: u64,
     pub stride: [i64; 2],
     pub dilation: [i64; 2],
+}
+
+impl ConvShape {
+    /// One input channel per group and several groups (channel multiplier k ≥ 1).
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.c == 1
+    }
 }
 
 /// The conv shape of `e`, or `None` when `e` is not a 2-D convolution.
@@ -460,9 +468,21 @@ pub fn fastest_algorithm(g: &Gpu, e: &Einsum) -> Result<(GemmEstimate, Algorithm
     Ok(best)
 }
 
+/// The host-dispatch class of an Einsum (`arch::gpu::OpClass`): convs with more
+/// than one channel per group are cuDNN calls; depthwise convs are `Other`; every
+/// other Einsum is a GEMM.
+pub fn op_class(e: &Einsum) -> OpClass {
+    match conv_shape(e) {
+        Some(cs) if cs.is_depthwise() => OpClass::Other,
+        Some(_) => OpClass::Conv,
+        None => OpClass::Gemm,
+    }
+}
+
 fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), CostError> {
     let (mut est, algorithm, executed_macs) = fastest_algorithm(g, e)?;
-    est.latency_s = est.latency_s.max(g.dispatch_floor_s());
+    let floor_s = g.dispatch_floor_s(op_class(e));
+    est.latency_s = est.latency_s.max(floor_s);
     let cycles = est.latency_s / g.cycle_s();
     let (peak, _) = g.peak(e.dtype).unwrap_or((1.0, Pipe::Cuda));
     let mac_pj = g
@@ -479,7 +499,7 @@ fn einsum_row(g: &Gpu, layer: &str, e: &Einsum) -> Result<(LayerCost, Parts), Co
     ];
     let energy: f64 = parts.iter().sum();
     let word = e.dtype.bytes() as f64;
-    let bound = if est.latency_s <= g.dispatch_floor_s() {
+    let bound = if est.latency_s <= floor_s {
         "dispatch"
     } else if est.compute_s >= est.memory_s {
         "compute"
@@ -541,7 +561,7 @@ fn vector_row(g: &Gpu, layer: &str, v: &VectorOp) -> (LayerCost, Parts) {
     let latency_s = if fused {
         latency_s
     } else {
-        latency_s.max(g.dispatch_floor_s())
+        latency_s.max(g.dispatch_floor_s(OpClass::Vector))
     };
     let parts: Parts = [
         dram_bytes * g.model.dram_energy_pj_per_byte,
@@ -648,8 +668,8 @@ fn fused_attention_row(
     let tensor_s = compute_s * frac;
     let compute_s = tensor_s.max(softmax_s);
     let memory_s = dram_bytes / (g.device.dram_gb_s * 1e9 * g.model.dram_efficiency);
-    let latency_s =
-        (compute_s.max(memory_s) + g.device.launch_overhead_us * 1e-6).max(g.dispatch_floor_s());
+    let floor_s = g.dispatch_floor_s(OpClass::Attention);
+    let latency_s = (compute_s.max(memory_s) + g.device.launch_overhead_us * 1e-6).max(floor_s);
     let macs = s.macs() + c.macs();
     let padded_macs = (padded_macs as f64 * frac) as u64;
     let mac_pj = g
@@ -666,7 +686,7 @@ fn fused_attention_row(
     ];
     let cycles = latency_s / g.cycle_s();
     let (peak, _) = g.peak(s.dtype).unwrap_or((1.0, Pipe::Cuda));
-    let bound = if latency_s <= g.dispatch_floor_s() {
+    let bound = if latency_s <= floor_s {
         "dispatch"
     } else if compute_s >= memory_s {
         "compute"
