@@ -119,9 +119,13 @@ fn alexnet_processing_latency_within_30_percent_of_the_chip() {
 
 /// The row-stationary template (`eyeriss_rs.toml`: the chip's dataflow as mapspace
 /// constraints), uncalibrated. Targets (issue 13): processing latency within 15% and
-/// GLB traffic within 2× of the chip on every layer. Latency: met on CONV3-5, missed
-/// narrowly on CONV1 (−15.8%) and CONV2 (−15.3%); GLB: met on CONV2-5, CONV1 2.15×.
-/// The misses are asserted as achieved, not as the target.
+/// GLB traffic within 2× of the chip on every layer. GLB: met on every layer.
+/// Latency: met on CONV3-5, missed narrowly on CONV1 (−15.3%) and CONV2 (−15.4%),
+/// asserted as achieved, not as the target. The model's active PEs equal the chip's
+/// on every layer (154, 135 on average over two folds, 156, 156, 156 of 168); the
+/// rest is the chip's own throughput per active PE, 0.83-0.96 MACs per cycle by its
+/// table, which no dataflow constraint expresses (`coex calibrate` fits it as
+/// `array.efficiency`).
 #[test]
 fn row_stationary_eyeriss_per_layer() {
     let rows = compare_on("accelerators/asic/eyeriss_rs.toml");
@@ -129,20 +133,11 @@ fn row_stationary_eyeriss_per_layer() {
     for r in &rows {
         let lat = r.modeled_ms / r.silicon_ms - 1.0;
         let glb = r.modeled_glb_mb / r.silicon_glb_mb;
-        match r.layer.as_str() {
-            "CONV1" => assert!(
-                lat.abs() < 0.17 && glb < 2.2,
-                "{}: {lat:+.3} {glb:.2}x",
-                r.layer
-            ),
-            "CONV2" => {
-                assert!(lat.abs() < 0.16, "{}: latency {lat:+.3}", r.layer);
-                assert!((0.5..=2.0).contains(&glb), "{}: GLB {glb:.2}x", r.layer);
-            }
-            _ => {
-                assert!(lat.abs() <= 0.15, "{}: latency {lat:+.3}", r.layer);
-                assert!((0.5..=2.0).contains(&glb), "{}: GLB {glb:.2}x", r.layer);
-            }
-        }
+        assert!((0.5..=2.0).contains(&glb), "{}: GLB {glb:.2}x", r.layer);
+        let lat_bound = match r.layer.as_str() {
+            "CONV1" | "CONV2" => 0.16,
+            _ => 0.15,
+        };
+        assert!(lat.abs() <= lat_bound, "{}: latency {lat:+.3}", r.layer);
     }
 }
