@@ -627,3 +627,131 @@ fn train_split_on_the_command_line() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("--train 320"), "{err}");
 }
+
+/// `--from torch-trace`: a PyTorch profiler trace (hand-written in the format
+/// `export_chrome_trace` writes, tests/data/torch_profiler_trace.json) becomes one row
+/// per op spec, each the median of its calls' summed GPU kernel times. Oracle: the
+/// durations written in the file, added and sorted by hand.
+#[test]
+fn torch_profiler_trace_imports_gemm_conv_and_attention_calls() {
+    let path = root().join("tests/data/torch_profiler_trace.json");
+    let (rows, skipped) = measure::import(measure::Format::TorchTrace, &path).unwrap();
+    let got: Vec<(String, f64, Option<u64>)> = rows
+        .iter()
+        .map(|r| match &r.target {
+            measure::Target::Op(s) => (s.clone(), r.value, r.repeats),
+            t => panic!("{t:?}"),
+        })
+        .collect();
+    let want = [
+        // Three addmm calls: 10.5, 11.5, 10.9 µs, median 10.9 (aten::linear launched
+        // nothing itself and is not a row).
+        ("gemm m=64 n=3072 k=768 dtype=fp16", 10.9, 3),
+        ("bmm b=12 m=128 n=128 k=64 dtype=bf16", 6.0, 1),
+        // Two kernels under one cudnn_convolution call: 20 + 3 µs.
+        (
+            "conv2d n=8 c=64 h=56 w=56 k=64 r=3 s=3 stride=1 pad=1 dilation=1 groups=1 dtype=fp16",
+            23.0,
+            1,
+        ),
+        (
+            "conv2d n=1 c=32 h=112 w=112 k=32 r=3 s=3 stride=1 pad=1 dilation=1 groups=32 dtype=fp32",
+            9.0,
+            1,
+        ),
+        (
+            "attention b=2 heads=16 kv_heads=16 seq=1024 head_dim=64 causal=true dtype=fp16",
+            150.0,
+            1,
+        ),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (spec, us, n) in want {
+        let row = got
+            .iter()
+            .find(|g| g.0 == spec)
+            .unwrap_or_else(|| panic!("no row {spec} in {got:?}"));
+        assert!((row.1 - us).abs() < 1e-9, "{spec}: {} vs {us}", row.1);
+        assert_eq!(row.2, Some(n), "{spec}");
+    }
+    let gemm = rows.iter().find(|r| r.repeats == Some(3)).unwrap();
+    // Sample std of 10.5, 11.5, 10.9 (mean 10.9667): sqrt(0.5067 / 2) = 0.5033.
+    assert!(
+        (gemm.std.unwrap() - 0.503322).abs() < 1e-5,
+        "{:?}",
+        gemm.std
+    );
+    assert_eq!(gemm.mode, Some(Mode::Graph));
+    assert_eq!(gemm.device, "NVIDIA H200");
+    // Skipped, by operator: the element-wise relu and the conv whose stride differs
+    // per axis (a coex spec takes one stride).
+    let why: Vec<&str> = skipped.iter().map(|s| s.why.as_str()).collect();
+    assert_eq!(skipped.len(), 2, "{why:?}");
+    assert!(
+        why.iter().any(|w| w.starts_with("aten::relu (1 calls)")),
+        "{why:?}"
+    );
+    assert!(
+        why.iter()
+            .any(|w| w.starts_with("aten::cudnn_convolution (1 calls)")
+                && w.contains("stride [1, 2]")),
+        "{why:?}"
+    );
+    // The rows are accepted as they are: a fit runs on them.
+    let r = coex(&[
+        "calibrate",
+        "--accel",
+        "accelerators/gpu/h200.toml",
+        "--measurements",
+        path.to_str().unwrap(),
+        "--from",
+        "torch-trace",
+        "--params",
+        "tensor_efficiency",
+        "--no-plots",
+    ]);
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        out.contains("5 rows") && out.contains("aten::relu"),
+        "{out}"
+    );
+}
+
+/// Traces that cannot be read say what to do.
+#[test]
+fn bad_torch_traces_name_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        measure::import(measure::Format::TorchTrace, &p)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = run("a.json", "{not json");
+    assert!(
+        e.contains("a.json") && e.contains("export_chrome_trace"),
+        "{e}"
+    );
+    let e = run("b.json", r#"{"schemaVersion": 1}"#);
+    assert!(e.contains("b.json") && e.contains("traceEvents"), "{e}");
+    let e = run(
+        "c.json",
+        r#"{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "aten::mm", "dur": 3, "args": {"External id": 1}}]}"#,
+    );
+    assert!(
+        e.contains("c.json") && e.contains("ProfilerActivity.CUDA"),
+        "{e}"
+    );
+    let e = run(
+        "d.json",
+        r#"{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "aten::mm", "dur": 3, "args": {"External id": 1}},
+                            {"ph": "X", "cat": "kernel", "name": "k", "dur": 2, "args": {"External id": 1}}]}"#,
+    );
+    assert!(
+        e.contains("d.json") && e.contains("record_shapes=True"),
+        "{e}"
+    );
+}

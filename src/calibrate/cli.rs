@@ -24,7 +24,7 @@ pub struct CalibrateArgs {
     #[arg(long, short, required_unless_present = "emit_bench")]
     pub measurements: Option<PathBuf>,
     /// Read --measurements as: tidy, deepbench-gemm, deepbench-conv, h200-kernels,
-    /// eyeriss-silicon,
+    /// eyeriss-silicon, torch-trace (a PyTorch profiler trace, record_shapes=True),
     /// nb201-latency:COLUMN (COLUMN = 1080ti_1, 1080ti_256, pixel3, raspi4).
     #[arg(long, default_value = "tidy")]
     pub from: String,

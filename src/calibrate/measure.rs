@@ -453,6 +453,9 @@ pub enum Format {
     Nb201Latency(Nb201Column),
     /// Eyeriss v1 silicon, AlexNet CONV1-5 (`eyeriss_alexnet_silicon.csv`, JSSC 2017).
     EyerissSilicon,
+    /// A PyTorch profiler trace (`prof.export_chrome_trace`, `record_shapes=True`):
+    /// GPU kernel time per GEMM, conv and attention call (`super::torch_trace`).
+    TorchTrace,
 }
 
 /// A device column of the NAS-Bench-201 latency table.
@@ -510,6 +513,7 @@ impl Format {
             "deepbench-conv" => Format::DeepbenchConv,
             "h200-kernels" => Format::H200Kernels,
             "eyeriss-silicon" => Format::EyerissSilicon,
+            "torch-trace" => Format::TorchTrace,
             other => {
                 let col = other.strip_prefix("nb201-latency:")?;
                 let (_, c) = Nb201Column::ALL.iter().find(|(n, _)| *n == col)?;
@@ -518,7 +522,7 @@ impl Format {
         })
     }
 
-    pub const NAMES: &'static str = "tidy, deepbench-gemm, deepbench-conv, h200-kernels, eyeriss-silicon, \
+    pub const NAMES: &'static str = "tidy, deepbench-gemm, deepbench-conv, h200-kernels, eyeriss-silicon, torch-trace, \
          nb201-latency:1080ti_1, nb201-latency:1080ti_256, nb201-latency:pixel3, nb201-latency:raspi4";
 }
 
@@ -541,6 +545,7 @@ pub fn import(
         Format::H200Kernels => h200_kernels(path),
         Format::Nb201Latency(c) => nb201_latency(path, c),
         Format::EyerissSilicon => eyeriss_silicon(path),
+        Format::TorchTrace => super::torch_trace::import(path),
     }
 }
 

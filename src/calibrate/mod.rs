@@ -22,6 +22,7 @@ pub mod cli;
 pub mod fit;
 pub mod measure;
 pub mod report;
+pub mod torch_trace;
 
 use crate::arch::gpu::{Gpu, Mode, OpClass};
 use crate::arch::{self, Accelerator, Template};
