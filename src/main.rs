@@ -230,7 +230,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Fit a GPU template's named parameters to measured kernels; report held-out error.
+    /// Fit a GPU, ASIC or FPGA template's named parameters to measurements; report held-out error.
     Calibrate(coex::calibrate::cli::CalibrateArgs),
     /// Convert another tool's mapping into a coex mapping file (printed to stdout).
     /// Converts a Timeloop/Accelergy architecture (with its mapspace constraints and

@@ -755,3 +755,77 @@ fn bad_torch_traces_name_the_file_and_the_fix() {
         "{e}"
     );
 }
+
+/// FPGA templates calibrate like the others. Oracle: planted truth. Rows are made by
+/// the model itself on `vc707_zhang15.toml` with the clock, the DRAM efficiency, the
+/// static power and the MAC energy set to values away from the file's priors; the fit
+/// starts from the priors and must recover every planted value, and `--out` must
+/// write them into the right tables of the file.
+#[test]
+fn fpga_fit_recovers_planted_clock_bandwidth_and_energies() {
+    let path = root().join("accelerators/fpga/vc707_zhang15.toml");
+    let planted = [
+        ("device.clock_mhz", "150"),
+        ("device.offchip_efficiency", "0.6"),
+        ("device.static_power_w", "2.5"),
+        ("precision.fp32.mac_energy_pj", "20"),
+    ];
+    let sets: Vec<(String, String)> = planted
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let truth = coex::arch::load_accelerator(&path, &sets).unwrap();
+    let specs = [
+        "conv2d n=1 c=3 h=227 w=227 k=96 r=11 s=11 stride=4",
+        "conv2d n=1 c=96 h=27 w=27 k=256 r=5 s=5 pad=2",
+        "conv2d n=1 c=256 h=13 w=13 k=384 r=3 s=3 pad=1",
+        "conv2d n=4 c=128 h=28 w=28 k=128 r=3 s=3 pad=1",
+        "conv2d n=1 c=64 h=56 w=56 k=64 r=1 s=1",
+        "gemm m=1 n=4096 k=9216",
+        "gemm m=16 n=1000 k=4096",
+        "gemm m=64 n=512 k=512",
+    ];
+    let mut csv = String::from("op,metric,value\n");
+    for s in specs {
+        let op = format!("{s} dtype=fp32");
+        let g = coex::workload::spec::single_op_graph(&op).unwrap();
+        let r = coex::cost::evaluate(&g, &truth, &Default::default(), None).unwrap();
+        let t = r.total.latency_s;
+        csv += &format!("{op},latency_us,{}\n", t * 1e6);
+        csv += &format!("{op},power_w,{}\n", r.total.energy_pj * 1e-12 / t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fpga.csv");
+    std::fs::write(&data, csv).unwrap();
+    let out = dir.path().join("fitted.toml");
+    let r = coex(&[
+        "calibrate",
+        "--accel",
+        path.to_str().unwrap(),
+        "--measurements",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "json",
+        "--no-plots",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    for (k, v) in planted {
+        let got = j["params"][k]["after"].as_f64().unwrap();
+        let want: f64 = v.parse().unwrap();
+        assert!(
+            (got / want - 1.0).abs() < 1e-3,
+            "{k}: {got} vs planted {want}"
+        );
+    }
+    assert!(j["after"]["heldout"]["mape"].as_f64().unwrap() < 1e-3);
+    // The written file loads and carries the planted values in their tables.
+    let fitted = match coex::arch::load_accelerator(&out, &[]).unwrap() {
+        coex::arch::Accelerator::Fpga(f) => f,
+        _ => panic!("not an FPGA file"),
+    };
+    assert!((fitted.device.clock_mhz - 150.0).abs() < 0.2);
+    assert!((fitted.precision.mac_energy_pj - 20.0).abs() < 0.05);
+}

@@ -16,7 +16,7 @@ pub enum OutFormat {
 /// `coex calibrate --accel A.toml --measurements M.csv ...`
 #[derive(Args)]
 pub struct CalibrateArgs {
-    /// The GPU or ASIC template to fit (accelerators/gpu/*.toml, accelerators/asic/*.toml).
+    /// The GPU, ASIC or FPGA template to fit (accelerators/{gpu,asic,fpga}/*.toml).
     #[arg(long, short, required_unless_present = "emit_bench")]
     pub accel: Option<PathBuf>,
     /// The measurement file: the tidy format (README, Calibration), or a reference

@@ -12,7 +12,7 @@
 //!    average the splits'. "Before" is the same with the file's values.
 //! 4. The parameters written out are a fit on all rows.
 //!
-//! GPU and ASIC templates are fitted (FPGA templates are refused with a clear error).
+//! GPU, ASIC and FPGA templates are fitted (FPGA parameters: `fpga`).
 //! On an ASIC, each Einsum shape is mapped once, on the template as given, and that
 //! mapping is held while fitting: the fit moves costs (energies, efficiencies, static
 //! power), not dataflows.
@@ -20,10 +20,12 @@
 pub mod bench;
 pub mod cli;
 pub mod fit;
+pub mod fpga;
 pub mod measure;
 pub mod report;
 pub mod torch_trace;
 
+use crate::arch::fpga::Fpga;
 use crate::arch::gpu::{Gpu, Mode, OpClass};
 use crate::arch::{self, Accelerator, Template};
 use crate::cost::network::{Schedule, ScheduleCache};
@@ -65,6 +67,7 @@ pub enum CalibrateError {
 pub enum Device {
     Gpu(Gpu),
     Asic(Template, Arc<Mappings>),
+    Fpga(Fpga),
 }
 
 impl Device {
@@ -72,6 +75,7 @@ impl Device {
         match self {
             Device::Gpu(g) => &g.name,
             Device::Asic(t, _) => &t.name,
+            Device::Fpga(f) => &f.name,
         }
     }
 }
@@ -119,7 +123,7 @@ fn gpu_param(
         bounds,
         get: Box::new(move |d| match d {
             Device::Gpu(g) => get(g),
-            Device::Asic(..) => f64::NAN,
+            _ => f64::NAN,
         }),
         set: Box::new(move |d, v| {
             if let Device::Gpu(g) = d {
@@ -325,14 +329,14 @@ pub struct GroupResult {
 pub fn load_gpu(path: &Path) -> Result<Gpu, CalibrateError> {
     match load_device(path)? {
         Device::Gpu(g) => Ok(g),
-        Device::Asic(..) => Err(CalibrateError::Template {
+        _ => Err(CalibrateError::Template {
             path: path.to_path_buf(),
             message: "expected a GPU template (accelerators/gpu/*.toml)".into(),
         }),
     }
 }
 
-/// Loads `path` as a GPU or ASIC template (FPGA templates are refused).
+/// Loads `path` as a GPU, ASIC or FPGA template to fit.
 pub fn load_device(path: &Path) -> Result<Device, CalibrateError> {
     let acc = arch::load_accelerator(path, &[]).map_err(|e| CalibrateError::Template {
         path: path.to_path_buf(),
@@ -341,11 +345,7 @@ pub fn load_device(path: &Path) -> Result<Device, CalibrateError> {
     match acc {
         Accelerator::Gpu(g) => Ok(Device::Gpu(g)),
         Accelerator::Asic(t) => Ok(Device::Asic(t, Arc::default())),
-        _ => Err(CalibrateError::Template {
-            path: path.to_path_buf(),
-            message: "calibration fits GPU and ASIC templates; FPGA fitting is not implemented"
-                .into(),
-        }),
+        Accelerator::Fpga(f) => Ok(Device::Fpga(f)),
     }
 }
 
@@ -424,6 +424,10 @@ pub fn predict(d: &Device, p: &Prepared) -> Result<f64, cost::CostError> {
             cost::network::evaluate_network_cached(&p.graph, t, &opts, None, Some(&**maps))?,
             t.cycle_s(),
         ),
+        Device::Fpga(f) => (
+            cost::evaluate(&p.graph, &Accelerator::Fpga(f.clone()), &opts, None)?,
+            f.device.cycle_s(),
+        ),
     };
     let onchip_s = || r.layers.iter().map(|l| l.compute_cycles).sum::<f64>() * cycle_s;
     let dram_pj: f64 = r
@@ -447,6 +451,7 @@ pub fn params_of(d: &Device) -> Vec<Param> {
     match d {
         Device::Gpu(_) => gpu_params(),
         Device::Asic(t, _) => asic_params(t),
+        Device::Fpga(f) => fpga::params(f),
     }
 }
 
@@ -852,8 +857,10 @@ pub fn rewrite_toml(text: &str, keys: &[(String, f64)]) -> Result<String, String
                 (head, name)
             }
             None => {
+                // The last dot splits the table from the key: `precision.fp32.mac_energy_pj`
+                // is `mac_energy_pj` of `[precision.fp32]`.
                 let (section, name) = key
-                    .split_once('.')
+                    .rsplit_once('.')
                     .ok_or_else(|| format!("key '{key}' has no section"))?;
                 let head = match lines
                     .iter()
@@ -931,6 +938,7 @@ pub fn default_params(d: &Device, whole_networks: bool) -> Vec<String> {
         Device::Gpu(_) if whole_networks => DEFAULT_GPU_PARAMS.to_string(),
         Device::Gpu(_) => format!("{DEFAULT_GPU_PARAMS},{GPU_CLASS_DISPATCH_PARAMS}"),
         Device::Asic(..) => DEFAULT_ASIC_PARAMS.to_string(),
+        Device::Fpga(f) => fpga::default_params(f),
     };
     list.split(',').map(String::from).collect()
 }
@@ -951,7 +959,7 @@ pub fn asic_params(t: &Template) -> Vec<Param> {
     fn asic(d: &Device) -> Option<&Template> {
         match d {
             Device::Asic(t, _) => Some(t),
-            Device::Gpu(_) => None,
+            _ => None,
         }
     }
     let mut v = vec![
