@@ -23,6 +23,17 @@ fn template(extra: &[(&str, &str)]) -> arch::Template {
     arch::load_str(&text, &path, &[]).unwrap()
 }
 
+/// The mapper's best mapping of `p` on `t` by EDP, or its error.
+fn edp_search(p: &Problem, t: &arch::Template) -> Result<coex::map::mapper::Found, String> {
+    search(
+        p,
+        t,
+        &SearchConfig::default(),
+        cost::objective_fn(p, t, Objective::Edp),
+    )
+    .map_err(|e| e.to_string())
+}
+
 fn problem(spec: &str) -> Problem {
     Problem::from_einsum(&einsum_of_spec(spec).unwrap()).unwrap()
 }
@@ -49,13 +60,7 @@ fn the_mapper_honours_dims_and_order() {
     );
     for spec in SHAPES {
         let p = problem(spec);
-        let f = search(
-            &p,
-            &t,
-            &SearchConfig::default(),
-            cost::objective_fn(&p, &t, Objective::Edp),
-        )
-        .unwrap();
+        let f = edp_search(&p, &t).unwrap();
         let m = f.mapping;
         for d in 0..p.ndims {
             let name = p.names[d];
@@ -90,13 +95,7 @@ fn validation_refuses_a_mapping_that_breaks_a_constraint() {
     let t = template(&[("pe_spad", "dims = [\"R\", \"S\"]")]);
     let p = problem(SHAPES[0]);
     // A mapping found without the constraint that loops over more than R, S there.
-    let f = search(
-        &p,
-        &free,
-        &SearchConfig::default(),
-        cost::objective_fn(&p, &free, Objective::Edp),
-    )
-    .unwrap();
+    let f = edp_search(&p, &free).unwrap();
     let spad = t.level_index("pe_spad").unwrap();
     let bad =
         (0..p.ndims).any(|d| !["R", "S"].contains(&p.names[d]) && f.mapping.factors[spad][d] > 1);
@@ -125,15 +124,7 @@ fn an_unsatisfiable_constraint_is_a_clear_error() {
         .collect();
     let t = template(&extra);
     let p = problem("conv2d n=1 c=8 h=8 w=8 k=1000 r=1 s=1");
-    let e = search(
-        &p,
-        &t,
-        &SearchConfig::default(),
-        cost::objective_fn(&p, &t, Objective::Edp),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = edp_search(&p, &t).unwrap_err();
     assert!(e.contains("dims") && e.contains('K'), "{e}");
 }
 
@@ -150,4 +141,58 @@ fn constraint_names_are_checked() {
     let text = text.replace("order = [\"Z\"]", "order = [\"S\"]");
     let e = arch::load_str(&text, &path, &[]).err().unwrap().to_string();
     assert!(e.contains("order") && e.contains("not among dims"), "{e}");
+}
+
+/// `factors` fixes a dim's temporal loop at a level (Timeloop's `factors: R=3 S=3`).
+/// Checked on the returned mappings' factors: the fixed ones exactly, the dim's
+/// other factors elsewhere, coverage complete; a free mapping that breaks the fixed
+/// bound is refused by validation; a fixed factor that cannot divide what is left
+/// is an error naming the dim; bad values name the key.
+#[test]
+fn exact_factors_are_honoured_validated_and_checked() {
+    let t = template(&[("pe_spad", "factors = { R = 3, S = 3, P = 2 }")]);
+    let spad = t.level_index("pe_spad").unwrap();
+    let p = problem("conv2d n=1 c=64 h=28 w=28 k=64 r=3 s=3 pad=1");
+    let f = edp_search(&p, &t).unwrap();
+    let m = f.mapping;
+    for (name, want) in [("R", 3), ("S", 3), ("P", 2)] {
+        let d = p.dim_index(name).unwrap();
+        assert_eq!(m.factors[spad][d], want, "{name} at pe_spad");
+    }
+    // P's other 14 iterations live at other levels or on the array.
+    let pd = p.dim_index("P").unwrap();
+    let covered: u64 = (0..t.levels.len())
+        .map(|l| m.factors[l][pd] as u64)
+        .product::<u64>()
+        * m.spatial(pd);
+    assert!(covered >= 28, "P covered to {covered}");
+    m.validate(&p, &t).unwrap();
+    // The same mapping with pe_spad's P loop moved out to DRAM covers the same
+    // iterations but breaks the fixed bound: validation refuses it.
+    let mut moved = m;
+    moved.factors[spad][pd] = 1;
+    moved.factors[0][pd] *= 2;
+    moved.validate_shape(&p, &t).unwrap();
+    let e = moved.validate(&p, &t).unwrap_err().to_string();
+    assert!(e.contains("pe_spad") && e.contains("fixes P = 2"), "{e}");
+    // R = 3 on a 1x1 conv cannot be: the error names the dim and the constraint.
+    let q = problem("conv2d n=1 c=8 h=8 w=8 k=8 r=1 s=1");
+    let e = edp_search(&q, &template(&[("pe_spad", "factors = { R = 3 }")])).unwrap_err();
+    assert!(e.contains("factors") && e.contains("dim R"), "{e}");
+    // Bad values name the key.
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("accelerators/asic/timeloop_simple_ws.toml");
+    let base = std::fs::read_to_string(&path).unwrap();
+    for (bad, says) in [
+        ("factors = { R = 0 }", "a loop bound >= 1"),
+        ("factors = { Z = 3 }", "'Z' is not a dim"),
+        ("dims = [\"S\"]\nfactors = { R = 3 }", "add it to dims"),
+    ] {
+        let text = base.replace(
+            "name = \"pe_spad\"\n",
+            &format!("name = \"pe_spad\"\n{bad}\n"),
+        );
+        let e = arch::load_str(&text, &path, &[]).err().unwrap().to_string();
+        assert!(e.contains("factors") && e.contains(says), "{bad}: {e}");
+    }
 }

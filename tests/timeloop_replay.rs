@@ -280,3 +280,47 @@ fn level_map_renames_timeloop_levels() {
     };
     assert!(e.contains("L9") && e.contains("level-map"), "{e}");
 }
+
+/// Timeloop's temporal `factors` with a bound > 1 (`R=7`) import as coex's exact
+/// `factors`, and the constrained mapper keeps them. The shared spec has none, so one
+/// is written into a copy of it.
+#[test]
+fn exact_temporal_factors_import_and_hold() {
+    let text = std::fs::read_to_string(reference("resnet18_00.mapper.yaml")).unwrap();
+    let edited = text.replacen(
+        "  - permutation: GNPQRS\n    type: temporal\n    target: pe_spad\n",
+        "  - permutation: GNPQRS\n    factors: R=7 S=7\n    type: temporal\n    target: pe_spad\n",
+        1,
+    );
+    assert_ne!(
+        edited, text,
+        "the pe_spad temporal constraint moved in the spec"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(&spec, edited).unwrap();
+    let toml = coex::arch::timeloop::import(
+        &spec,
+        Some(&reference("ERT.yaml")),
+        Some(&reference("ART.yaml")),
+    )
+    .unwrap();
+    assert!(toml.contains("factors = { R = 7, S = 7 }"), "{toml}");
+    let t = arch::load_str(&toml, &spec, &[]).unwrap();
+    let p = problem("conv2d n=1 c=3 h=224 w=224 k=64 r=7 s=7 stride=2 pad=3");
+    let f = coex::map::mapper::search(
+        &p,
+        &t,
+        &coex::map::mapper::SearchConfig::default(),
+        cost::objective_fn(&p, &t, cost::Objective::Edp),
+    )
+    .unwrap();
+    let spad = t.level_index("pe_spad").unwrap();
+    for name in ["R", "S"] {
+        assert_eq!(
+            f.mapping.factors[spad][p.dim_index(name).unwrap()],
+            7,
+            "{name}"
+        );
+    }
+}

@@ -53,6 +53,7 @@ struct RawLevel {
     bypassable: Option<Vec<String>>,
     dims: Option<Vec<String>>,
     order: Option<Vec<String>>,
+    factors: Option<std::collections::BTreeMap<String, i64>>,
     read_energy_pj: Option<f64>,
     write_energy_pj: Option<f64>,
     update_energy_pj: Option<f64>,
@@ -700,6 +701,36 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
             format!("'{d}' is ordered but not among dims = {dims:?}"),
         ));
     }
+    // Exact temporal factors (Timeloop's `factors: R=3`): the dim's loop at this level
+    // has exactly that bound.
+    let mut temporal_factors = Vec::new();
+    for (d, &f) in l.factors.iter().flatten() {
+        if !DIM_NAMES.contains(&d.as_str()) {
+            return Err(key_err(
+                path,
+                key("factors"),
+                format!("'{d}' is not a dim; use {}", DIM_NAMES.join(", ")),
+            ));
+        }
+        if f < 1 || f > u32::MAX as i64 {
+            return Err(key_err(
+                path,
+                key("factors"),
+                format!("{d} = {f}: a factor is a loop bound >= 1; leave {d} out to let the mapper choose it"),
+            ));
+        }
+        if f > 1 && temporal_dims.as_ref().is_some_and(|x| !x.contains(d)) {
+            return Err(key_err(
+                path,
+                key("factors"),
+                format!(
+                    "{d} = {f}, but dims = {:?} does not let {d} loop here; add it to dims",
+                    temporal_dims.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        temporal_factors.push((d.clone(), f as u32));
+    }
     let bytes = size_words.map(|w| w as f64 * word_bytes).unwrap_or(0.0);
     let (read_default, write_default, area_default) = match kind {
         LevelKind::Dram => (tech.dram_word(bits), tech.dram_word(bits), 0.0),
@@ -764,6 +795,7 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
         bypassable,
         temporal_dims,
         loop_order,
+        temporal_factors,
         read_energy_pj: read,
         write_energy_pj: write,
         update_energy_pj: update,

@@ -92,6 +92,9 @@ pub struct Level {
     /// order (outer to inner) and outside every other loop of the level (Timeloop's
     /// `permutation`, which lists inner to outer).
     pub loop_order: Vec<String>,
+    /// Mapspace constraint `factors`: dims whose temporal loop at this level has
+    /// exactly this bound (Timeloop's temporal `factors: R=3`; 1 = no loop here).
+    pub temporal_factors: Vec<(String, u32)>,
     pub read_energy_pj: f64,
     pub write_energy_pj: f64,
     pub update_energy_pj: f64,

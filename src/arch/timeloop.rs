@@ -14,7 +14,8 @@
 //!   components' `meshY × meshX` → the array; `global_cycle_seconds` → the clock;
 //! - constraints: `bypass` targets → `keeps` (bypassed operands dropped) and
 //!   `bypassable` (operands the target must `keep` left out); temporal `factors` with
-//!   dims = 1 → `dims` (the others); a full temporal `permutation` (inner to outer)
+//!   dims = 1 → `dims` (the others), with dims = n > 1 → `factors` (exactly n; 0,
+//!   Timeloop's "the rest", is left to the mapper); a full temporal `permutation` (inner to outer)
 //!   → `order` (outer to inner, the dims that may loop; a partial permutation pins
 //!   dims innermost, which `order` cannot express, and is not imported); the spatial
 //!   target's `factors`
@@ -174,10 +175,22 @@ fn table(
 
 /// Parses `R=1,S=1,M=1` into coex dims forced to 1.
 fn ones(s: &str) -> Vec<&'static str> {
-    s.split(',')
+    s.split(|c: char| c == ',' || c.is_whitespace())
         .filter_map(|kv| {
             let (k, v) = kv.trim().split_once('=')?;
             (v.trim() == "1").then(|| dim(k.trim())).flatten()
+        })
+        .collect()
+}
+
+/// The dims a `factors` string fixes to a bound > 1 (`R=3` → (R, 3)); Timeloop
+/// separates entries by spaces or commas.
+fn exact(s: &str) -> Vec<(&'static str, u64)> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            let n: u64 = v.trim().parse().ok()?;
+            (n > 1).then(|| dim(k.trim()).map(|d| (d, n))).flatten()
         })
         .collect()
 }
@@ -209,6 +222,7 @@ pub fn import(arch: &Path, ert: Option<&Path>, art: Option<&Path>) -> Result<Str
     let mut keeps_not: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut must_keep: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut dims_one: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut dims_fixed: BTreeMap<String, Vec<(&str, u64)>> = BTreeMap::new();
     let mut perm: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut spatial_one: Vec<&str> = Vec::new();
     // The spatial permutation and split: dims before the split go along X (meshX, the
@@ -241,6 +255,10 @@ pub fn import(arch: &Path, ert: Option<&Path>, art: Option<&Path>) -> Result<Str
             "temporal" => {
                 if let Some(f) = t.get("factors").and_then(|f| f.as_str()) {
                     dims_one.entry(target.clone()).or_default().extend(ones(f));
+                    dims_fixed
+                        .entry(target.clone())
+                        .or_default()
+                        .extend(exact(f));
                 }
                 if let Some(p) = t.get("permutation").and_then(|p| p.as_str()) {
                     perm.insert(
@@ -406,6 +424,10 @@ pub fn import(arch: &Path, ert: Option<&Path>, art: Option<&Path>) -> Result<Str
         if !ones.is_empty() {
             let allowed: Vec<&str> = DIMS.iter().copied().filter(|d| !ones.contains(d)).collect();
             let _ = writeln!(s, "dims = {}", list(&allowed));
+        }
+        if let Some(fixed) = dims_fixed.get(&c.name).filter(|f| !f.is_empty()) {
+            let kv: Vec<String> = fixed.iter().map(|(d, n)| format!("{d} = {n}")).collect();
+            let _ = writeln!(s, "factors = {{ {} }}", kv.join(", "));
         }
         // A full permutation fixes the whole order (outer to inner: reversed); a
         // partial one pins only its dims innermost, which `order` (a prefix of the

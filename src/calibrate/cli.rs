@@ -141,24 +141,37 @@ pub fn table(o: &Outcome) -> String {
         .map(|k| k.len())
         .fold(label.len(), usize::max);
     s += &format!("\n{label:<w$} before     after\n");
-    let mut why = String::new();
+    let (mut unid, mut bound) = (String::new(), String::new());
     for (k, p) in &o.params {
-        let fitted = p.status == "fitted";
+        let fitted = p.status.starts_with("fitted");
+        let at_bound = fitted && p.status != "fitted";
         s += &format!(
             "{k:<w$} {:<10.4} {:.4}{}\n",
             p.before,
             p.after,
-            if fitted { "" } else { " (unchanged)" }
+            match (fitted, at_bound) {
+                (false, _) => " (unchanged)",
+                (true, true) => " (at bound)",
+                _ => "",
+            }
         );
         if !fitted {
-            why += &format!("  {k}: {}\n", p.status);
+            // "unidentifiable: <why>; left unchanged" → "<why>", on its own line.
+            let reason = p.status.trim_start_matches("unidentifiable: ");
+            let reason = reason.trim_end_matches("; left unchanged");
+            unid += &format!("  {k}\n      {reason}\n");
+        } else if at_bound {
+            bound += &format!("  {k}\n");
         }
     }
-    if !why.is_empty() {
-        s += &format!("not identified by these rows:\n{why}");
+    if !unid.is_empty() {
+        s += &format!("left unchanged, not identified by these rows:\n{unid}");
+    }
+    if !bound.is_empty() {
+        s += &format!("at a bound (the rows push past what is physical; check them):\n{bound}");
     }
     if !o.skipped.is_empty() {
-        s += &format!("\nskipped {} rows of the input:\n", o.skipped.len());
+        s += &format!("\nskipped {} entries of the input:\n", o.skipped.len());
         for k in &o.skipped {
             s += &format!("  line {}: {}\n", k.line, k.why);
         }
@@ -216,7 +229,12 @@ pub fn run(a: CalibrateArgs, out: &mut impl Write) -> Result<(), Box<dyn std::er
     }
     let o = super::run(&cfg)?;
     if let Some(p) = &a.out {
-        std::fs::write(p, &o.calibrated_toml).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::write(p, &o.calibrated_toml).map_err(|e| {
+            format!(
+                "--out {}: cannot write the calibrated template ({e}); does its folder exist?",
+                p.display()
+            )
+        })?;
     }
     let write_predictions = |p: &std::path::Path| -> Result<(), Box<dyn std::error::Error>> {
         let mut w = csv::Writer::from_path(p).map_err(|e| format!("{}: {e}", p.display()))?;

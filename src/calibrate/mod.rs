@@ -459,8 +459,13 @@ pub fn params_of(d: &Device) -> Vec<Param> {
 pub fn resolve_params(names: &[String], d: &Device) -> Result<Vec<Param>, CalibrateError> {
     let mut all = params_of(d);
     let mut out = Vec::new();
-    for n in names {
+    for (i, n) in names.iter().enumerate() {
         let n = n.trim();
+        if names[..i].iter().any(|m| m.trim() == n) {
+            return Err(CalibrateError::Usage(format!(
+                "--params: '{n}' is given twice; list each parameter once"
+            )));
+        }
         let pos = all
             .iter()
             .position(|p| p.key == n || p.key.split_once('.').map(|x| x.1) == Some(n))
@@ -586,7 +591,13 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     let (rows, skipped) = measure::import(cfg.format, &cfg.measurements)?;
     let names: Vec<String> = if cfg.params.is_empty() {
         let networks = rows.iter().any(|r| !matches!(r.target, Target::Op(_)));
-        default_params(&g, networks)
+        let eager = match &g {
+            Device::Gpu(gpu) => rows
+                .iter()
+                .any(|r| r.mode.unwrap_or(gpu.model.mode) == Mode::Eager),
+            _ => false,
+        };
+        default_params(&g, networks, eager)
     } else {
         cfg.params.clone()
     };
@@ -701,12 +712,20 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     };
     let mut presult = BTreeMap::new();
     for (i, p) in params.iter().enumerate() {
+        let at_bound = full.x[i] <= p.bounds.lo || full.x[i] >= p.bounds.hi;
         let status = full
             .unidentifiable
             .iter()
             .find(|(j, _)| *j == i)
             .map(|(_, why)| format!("unidentifiable: {why}; left unchanged"))
-            .unwrap_or_else(|| "fitted".into());
+            .unwrap_or_else(|| {
+                if at_bound {
+                    "fitted, at its bound: the rows push it past what is physical; check them"
+                        .into()
+                } else {
+                    "fitted".into()
+                }
+            });
         presult.insert(
             p.key.to_string(),
             ParamResult {
@@ -737,7 +756,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     })?;
     let fitted: Vec<(String, f64)> = presult
         .iter()
-        .filter(|(_, r)| r.status == "fitted")
+        .filter(|(_, r)| r.status.starts_with("fitted"))
         .map(|(k, r)| (k.clone(), r.after))
         .collect();
     let split_text = match cfg.split {
@@ -777,7 +796,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
         unid = {
             let u: Vec<String> = presult
                 .iter()
-                .filter(|(_, r)| r.status != "fitted")
+                .filter(|(_, r)| !r.status.starts_with("fitted"))
                 .map(|(k, _)| k.clone())
                 .collect();
             if u.is_empty() {
@@ -929,12 +948,14 @@ fn today() -> String {
 }
 
 /// The parameters fitted when `--params` is not given, by template kind. On GPUs,
-/// per-kernel rows also fit the per-class dispatch floors
-/// (`GPU_CLASS_DISPATCH_PARAMS`); whole-network rows do not, because a class that
+/// the host dispatch floors only where some row runs in eager mode (no graph-mode
+/// row depends on them); then per-kernel rows also fit the per-class floors
+/// (`GPU_CLASS_DISPATCH_PARAMS`), and whole-network rows do not, because a class that
 /// every network runs the same number of times (NAS-Bench-201's one classifier
 /// GEMM) is confounded with a per-network constant and would absorb it.
-pub fn default_params(d: &Device, whole_networks: bool) -> Vec<String> {
+pub fn default_params(d: &Device, whole_networks: bool, eager: bool) -> Vec<String> {
     let list = match d {
+        Device::Gpu(_) if !eager => DEFAULT_GPU_PARAMS.replace(",dispatch_overhead_us", ""),
         Device::Gpu(_) if whole_networks => DEFAULT_GPU_PARAMS.to_string(),
         Device::Gpu(_) => format!("{DEFAULT_GPU_PARAMS},{GPU_CLASS_DISPATCH_PARAMS}"),
         Device::Asic(..) => DEFAULT_ASIC_PARAMS.to_string(),

@@ -15,9 +15,10 @@
 //! (`gemm`); `aten::bmm`, `aten::baddbmm` (`bmm`); `aten::cudnn_convolution`,
 //! `aten::convolution`, `aten::_convolution`, `aten::_conv_depthwise2d` (`conv2d`);
 //! `aten::_scaled_dot_product_{flash,efficient,cudnn}_attention` (`attention`). Other
-//! operators that launch kernels (element-wise, copies, reductions) are listed as
-//! skipped, one entry per operator name; a skipped entry's `line` is the first such
-//! event's position in `traceEvents` (1-based), as JSON has no rows.
+//! operators that launch kernels (element-wise, copies, reductions), and calls whose
+//! shapes or kernel times cannot be a row, are listed as skipped, one entry per
+//! operator and reason; a skipped entry's `line` is the first such event's position
+//! in `traceEvents` (1-based), as JSON has no rows.
 
 use super::measure::{Measurement, Metric, Skipped, Target};
 use super::CalibrateError;
@@ -30,7 +31,9 @@ use std::path::Path;
 struct Call<'a> {
     event: usize,
     name: &'a str,
-    dims: Vec<Vec<u64>>,
+    /// Each input's shape; `Err` holds the raw value when it is not a list of
+    /// non-negative integers.
+    dims: Vec<Result<Vec<u64>, String>>,
     types: Vec<&'a str>,
     concrete: Vec<&'a str>,
 }
@@ -58,12 +61,21 @@ pub fn import(path: &Path) -> Result<(Vec<Measurement>, Vec<Skipped>), Calibrate
         .unwrap_or("")
         .to_string();
 
-    // GPU time per External id.
+    // GPU time per External id; a kernel with a duration that is not a positive
+    // finite number of µs spoils its call, which is then left out.
     let mut gpu_us: BTreeMap<i64, f64> = BTreeMap::new();
-    for e in events {
+    let mut bad_kernel: BTreeMap<i64, (usize, String)> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
         if category(e) == "kernel" {
-            if let (Some(id), Some(dur)) = (external_id(e), e.get("dur").and_then(Value::as_f64)) {
-                *gpu_us.entry(id).or_default() += dur;
+            let Some(id) = external_id(e) else { continue };
+            match e.get("dur").and_then(Value::as_f64) {
+                Some(dur) if dur.is_finite() && dur > 0.0 => {
+                    *gpu_us.entry(id).or_default() += dur;
+                }
+                _ => {
+                    let dur = e.get("dur").map_or("none".into(), |d| d.to_string());
+                    bad_kernel.entry(id).or_insert((i + 1, dur));
+                }
             }
         }
     }
@@ -75,31 +87,69 @@ pub fn import(path: &Path) -> Result<(Vec<Measurement>, Vec<Skipped>), Calibrate
 
     let mut by_spec: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut first_line: BTreeMap<String, u64> = BTreeMap::new();
-    let mut skipped: BTreeMap<String, (u64, usize, String)> = BTreeMap::new();
-    let mut any_shapes = false;
+    // (operator, reason) → (first event, calls).
+    let mut skipped: BTreeMap<(String, String), (u64, usize)> = BTreeMap::new();
+    let mut skip = |name: &str, event: usize, why: String| {
+        let name = if name.is_empty() {
+            "(unnamed op)"
+        } else {
+            name
+        };
+        let s = skipped
+            .entry((name.to_string(), why))
+            .or_insert((event as u64, 0));
+        s.1 += 1;
+    };
+    let (mut matched, mut any_shapes) = (false, false);
+    let mut seen_ids = std::collections::BTreeSet::new();
     for (i, e) in events.iter().enumerate() {
         if category(e) != "cpu_op" {
             continue;
         }
-        let Some(us) = external_id(e).and_then(|id| gpu_us.get(&id)) else {
+        let Some(id) = external_id(e) else { continue };
+        let name = e.get("name").and_then(Value::as_str).unwrap_or("");
+        if let Some((k, dur)) = bad_kernel.get(&id) {
+            skip(
+                name,
+                i + 1,
+                format!("its kernel (event {k}) has duration {dur} µs, not > 0"),
+            );
             continue;
-        };
+        }
+        let Some(&us) = gpu_us.get(&id) else { continue };
+        matched = true;
+        if !seen_ids.insert(id) {
+            skip(name, i + 1, format!("External id {id} is shared with an earlier operator event; its kernels are counted once"));
+            continue;
+        }
+        if !us.is_finite() {
+            skip(
+                name,
+                i + 1,
+                "its kernels' durations sum past the largest number".into(),
+            );
+            continue;
+        }
         let call = read_call(i + 1, e);
         any_shapes |= !call.dims.is_empty();
-        match op_spec(&call) {
+        match op_spec(&call).and_then(|spec| {
+            crate::workload::spec::single_op_graph(&spec)
+                .map(|_| spec)
+                .map_err(|e| format!("coex cannot model the call: {e}"))
+        }) {
             Ok(spec) => {
                 first_line.entry(spec.clone()).or_insert(call.event as u64);
-                by_spec.entry(spec).or_default().push(*us);
+                by_spec.entry(spec).or_default().push(us);
             }
-            Err(why) => {
-                let s = skipped
-                    .entry(call.name.to_string())
-                    .or_insert((call.event as u64, 0, why));
-                s.1 += 1;
-            }
+            Err(why) => skip(call.name, call.event, why),
         }
     }
-    if !any_shapes {
+    if !matched && bad_kernel.is_empty() {
+        return Err(file_err(
+            "no operator event shares an 'External id' with a GPU kernel event; export the trace from one torch.profiler session with CPU and CUDA activities".into(),
+        ));
+    }
+    if !any_shapes && skipped.is_empty() {
         return Err(file_err(
             "the operator events have no 'Input Dims': profile with record_shapes=True".into(),
         ));
@@ -131,14 +181,29 @@ pub fn import(path: &Path) -> Result<(Vec<Measurement>, Vec<Skipped>), Calibrate
                 source: "PyTorch profiler trace (sum of the op's GPU kernel times)".into(),
             }
         })
-        .collect();
-    let skipped = skipped
+        .collect::<Vec<_>>();
+    let mut skipped: Vec<Skipped> = skipped
         .into_iter()
-        .map(|(name, (line, count, why))| Skipped {
+        .map(|((name, why), (line, count))| Skipped {
             line,
-            why: format!("{name} ({count} calls): {why}"),
+            why: format!(
+                "{name} ({count} call{}): {why}",
+                if count == 1 { "" } else { "s" }
+            ),
         })
         .collect();
+    skipped.sort_by_key(|s| s.line);
+    if rows.is_empty() {
+        let why: Vec<String> = skipped
+            .iter()
+            .take(8)
+            .map(|s| format!("  event {}: {}", s.line, s.why))
+            .collect();
+        return Err(file_err(format!(
+            "no call in the trace maps to a coex op (GEMM, bmm, conv, SDPA); left out:\n{}",
+            why.join("\n")
+        )));
+    }
     Ok((rows, skipped))
 }
 
@@ -169,9 +234,11 @@ fn read_call(event: usize, e: &Value) -> Call<'_> {
         dims: arr("Input Dims")
             .iter()
             .map(|d| {
-                d.as_array()
-                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                    .unwrap_or_default()
+                let a = d.as_array().ok_or_else(|| d.to_string())?;
+                a.iter()
+                    .map(Value::as_u64)
+                    .collect::<Option<Vec<u64>>>()
+                    .ok_or_else(|| d.to_string())
             })
             .collect(),
         types: arr("Input type")
@@ -200,9 +267,21 @@ fn dtype(torch: &str) -> Result<&'static str, String> {
 fn op_spec(c: &Call) -> Result<String, String> {
     let shape = |i: usize, rank: usize| -> Result<&[u64], String> {
         match c.dims.get(i) {
-            Some(d) if d.len() == rank => Ok(d),
-            Some(d) => Err(format!("input {i} has shape {d:?}, expected rank {rank}")),
+            Some(Ok(d)) if d.len() == rank => Ok(d),
+            Some(Ok(d)) => Err(format!("input {i} has shape {d:?}, expected rank {rank}")),
+            Some(Err(raw)) => Err(format!(
+                "input {i} has shape {raw}, not a list of non-negative integers"
+            )),
             None => Err(format!("input {i} has no shape (record_shapes=True?)")),
+        }
+    };
+    let agree = |what: &str, a: u64, b: u64| -> Result<(), String> {
+        if a == b {
+            Ok(())
+        } else {
+            Err(format!(
+                "inconsistent shapes: {what} is {a} in one input and {b} in another"
+            ))
         }
     };
     let ty = |i: usize| dtype(c.types.get(i).copied().unwrap_or(""));
@@ -230,6 +309,7 @@ fn op_spec(c: &Call) -> Result<String, String> {
         "aten::mm" | "aten::addmm" => {
             let o = usize::from(c.name == "aten::addmm");
             let (a, b) = (shape(o, 2)?, shape(o + 1, 2)?);
+            agree("K", a[1], b[0])?;
             Ok(format!(
                 "gemm m={} n={} k={} dtype={}",
                 a[0],
@@ -241,6 +321,8 @@ fn op_spec(c: &Call) -> Result<String, String> {
         "aten::bmm" | "aten::baddbmm" => {
             let o = usize::from(c.name == "aten::baddbmm");
             let (a, b) = (shape(o, 3)?, shape(o + 1, 3)?);
+            agree("the batch", a[0], b[0])?;
+            agree("K", a[2], b[1])?;
             Ok(format!(
                 "bmm b={} m={} n={} k={} dtype={}",
                 a[0],
@@ -268,6 +350,12 @@ fn op_spec(c: &Call) -> Result<String, String> {
                     (ints(3)?, ints(4)?, ints(5)?, same(ints(8)?, "groups")?)
                 }
             };
+            if groups == 0 || x[1] != w[1] * groups || w[0] % groups != 0 {
+                return Err(format!(
+                    "inconsistent shapes: input channels {}, weight {:?}, groups {groups}",
+                    x[1], w
+                ));
+            }
             Ok(format!(
                 "conv2d n={} c={} h={} w={} k={} r={} s={} stride={} pad={} dilation={} groups={groups} dtype={}",
                 x[0],
@@ -286,7 +374,17 @@ fn op_spec(c: &Call) -> Result<String, String> {
         "aten::_scaled_dot_product_flash_attention"
         | "aten::_scaled_dot_product_efficient_attention"
         | "aten::_scaled_dot_product_cudnn_attention" => {
-            let (q, k) = (shape(0, 4)?, shape(1, 4)?);
+            let (q, k, v) = (shape(0, 4)?, shape(1, 4)?, shape(2, 4)?);
+            agree("the batch", q[0], k[0])?;
+            agree("the head width", q[3], k[3])?;
+            agree("the K/V length", k[2], v[2])?;
+            agree("the K/V heads", k[1], v[1])?;
+            if k[1] == 0 || q[1] % k[1] != 0 {
+                return Err(format!(
+                    "inconsistent shapes: {} query heads over {} K/V heads",
+                    q[1], k[1]
+                ));
+            }
             let causal_at = if c.name.ends_with("flash_attention") {
                 4
             } else {

@@ -164,6 +164,9 @@ fn realize(p: &Problem, nl: usize, base: &Mapping, g: &Genome, c: &Constraints) 
     let mut m = *base;
     for l in 0..nl {
         m.factors[l] = [1; MAX_DIMS];
+        for d in 0..p.ndims {
+            m.factors[l][d] = c.fixed[l][d].max(1);
+        }
     }
     for &(d, f, l) in &g.genes {
         let l = c.place(d, l, nl).unwrap_or(l);
@@ -248,12 +251,26 @@ where
         base.spatial_rows = sr;
         base.spatial_cols = sc;
         let mut genes = Vec::new();
+        let mut unfit = None;
         for d in 0..p.ndims {
             let s = base.spatial(d);
             let rem = p.bounds[d].div_ceil(s);
-            for f in prime_factors(rem) {
+            // Factors the template fixes come first; the mapper places the rest.
+            let fixed = cons.fixed_product(d, nl);
+            if !rem.is_multiple_of(fixed) {
+                unfit = Some((d, rem, fixed));
+            }
+            for f in prime_factors(rem / fixed) {
                 genes.push((d, f, 0));
             }
+        }
+        if let Some((d, rem, fixed)) = unfit {
+            last_why = format!(
+                "{}: the `factors` constraints fix dim {}'s temporal loops to a product of {fixed}, which does not divide the {rem} iterations left after the array's unrolling; change the factors or the spatial dims",
+                t.path.display(),
+                p.names[d]
+            );
+            continue;
         }
         if base.validate_shape(p, t).is_err() {
             continue;

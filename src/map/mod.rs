@@ -427,13 +427,16 @@ impl Problem {
     }
 }
 
-/// A template's mapspace constraints (`dims`, `order` per level) resolved to the dims
-/// of one problem: which dims may loop at each level, and the ordered prefix of each
-/// level's loops.
+/// A template's mapspace constraints (`dims`, `order`, `factors` per level) resolved
+/// to the dims of one problem: which dims may loop at each level, the ordered prefix
+/// of each level's loops, and the loops whose bound is fixed.
 #[derive(Clone, Copy, Debug)]
 pub struct Constraints {
-    /// `allowed[level][dim]`: the dim may have a temporal factor > 1 there.
+    /// `allowed[level][dim]`: the mapper may place factors of the dim there (false
+    /// where `fixed` sets the factor).
     pub allowed: [[bool; MAX_DIMS]; MAX_LEVELS],
+    /// `fixed[level][dim]`: the dim's temporal factor there is exactly this (0 = free).
+    pub fixed: [[u32; MAX_DIMS]; MAX_LEVELS],
     /// `order[level][..order_len[level]]`: dims whose loops come first, outer to inner.
     pub order: [[u8; MAX_DIMS]; MAX_LEVELS],
     pub order_len: [u8; MAX_LEVELS],
@@ -443,6 +446,7 @@ impl Constraints {
     pub fn of(p: &Problem, t: &Template) -> Constraints {
         let mut c = Constraints {
             allowed: [[true; MAX_DIMS]; MAX_LEVELS],
+            fixed: [[0; MAX_DIMS]; MAX_LEVELS],
             order: [[0; MAX_DIMS]; MAX_LEVELS],
             order_len: [0; MAX_LEVELS],
         };
@@ -458,8 +462,21 @@ impl Constraints {
                     c.order_len[l] += 1;
                 }
             }
+            for (name, f) in &lv.temporal_factors {
+                if let Some(d) = p.dim_index(name) {
+                    c.fixed[l][d] = *f;
+                    c.allowed[l][d] = false;
+                }
+            }
         }
         c
+    }
+
+    /// The product of the fixed factors of `d` over all levels.
+    pub fn fixed_product(&self, d: usize, nlevels: usize) -> u64 {
+        (0..nlevels)
+            .map(|l| self.fixed[l][d].max(1) as u64)
+            .product()
     }
 
     /// The level a factor placed at `l` goes to: `l` if the dim may loop there, else
@@ -588,7 +605,17 @@ impl Mapping {
         let c = Constraints::of(p, t);
         for (l, lv) in t.levels.iter().enumerate() {
             let looping = |d: usize| self.factors[l][d] > 1;
-            if let Some(d) = (0..p.ndims).find(|&d| looping(d) && !c.allowed[l][d]) {
+            if let Some(d) =
+                (0..p.ndims).find(|&d| c.fixed[l][d] > 0 && self.factors[l][d] != c.fixed[l][d])
+            {
+                return Err(MapError::Invalid(format!(
+                    "level '{}' has {}{}; its factors constraint fixes {} = {}",
+                    lv.name, p.names[d], self.factors[l][d], p.names[d], c.fixed[l][d]
+                )));
+            }
+            if let Some(d) =
+                (0..p.ndims).find(|&d| looping(d) && !c.allowed[l][d] && c.fixed[l][d] == 0)
+            {
                 return Err(MapError::Invalid(format!(
                     "level '{}' has a {}{} loop; its mapspace constraint allows dims = {:?}",
                     lv.name,
