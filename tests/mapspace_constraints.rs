@@ -196,3 +196,55 @@ fn exact_factors_are_honoured_validated_and_checked() {
         assert!(e.contains("factors") && e.contains(says), "{bad}: {e}");
     }
 }
+
+/// `inner` pins loops innermost (Timeloop's partial permutation): the mapper's
+/// looping dims at the level end with them, in order; a mapping whose loops put
+/// them elsewhere is refused; a dim both first (`order`) and last (`inner`) is an
+/// error naming the key.
+#[test]
+fn inner_loops_are_honoured_and_checked() {
+    let t = template(&[("pe_spad", "inner = [\"S\", \"R\"]")]);
+    let spad = t.level_index("pe_spad").unwrap();
+    for spec in SHAPES {
+        let p = problem(spec);
+        let m = edp_search(&p, &t).unwrap().mapping;
+        let seq: Vec<&str> = m.order[spad][..p.ndims]
+            .iter()
+            .map(|&d| d as usize)
+            .filter(|&d| m.factors[spad][d] > 1)
+            .map(|d| p.names[d])
+            .collect();
+        let pinned: Vec<&str> = ["S", "R"].into_iter().filter(|n| seq.contains(n)).collect();
+        assert!(seq.ends_with(&pinned), "{spec}: loops {seq:?}");
+        m.validate(&p, &t).unwrap();
+    }
+    // Put S and R outermost at pe_spad in a mapping that loops over them there.
+    let p = problem(SHAPES[0]);
+    let mut m = edp_search(&p, &t).unwrap().mapping;
+    let (s, r) = (p.dim_index("S").unwrap(), p.dim_index("R").unwrap());
+    if m.factors[spad][s] > 1 && m.factors[spad][r] > 1 {
+        let rest: Vec<u8> = m.order[spad][..p.ndims]
+            .iter()
+            .copied()
+            .filter(|&d| d as usize != s && d as usize != r)
+            .collect();
+        let mut order = vec![r as u8, s as u8];
+        order.extend(rest);
+        m.order[spad][..p.ndims].copy_from_slice(&order);
+        let e = m.validate(&p, &t).unwrap_err().to_string();
+        assert!(e.contains("pe_spad") && e.contains("inner"), "{e}");
+    } else {
+        panic!(
+            "expected R and S loops at pe_spad for a 3x3 conv: {:?}",
+            m.factors[spad]
+        );
+    }
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("accelerators/asic/timeloop_simple_ws.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "name = \"pe_spad\"\n",
+        "name = \"pe_spad\"\norder = [\"R\"]\ninner = [\"R\"]\n",
+    );
+    let e = arch::load_str(&text, &path, &[]).err().unwrap().to_string();
+    assert!(e.contains("inner") && e.contains("both order"), "{e}");
+}

@@ -53,6 +53,7 @@ struct RawLevel {
     bypassable: Option<Vec<String>>,
     dims: Option<Vec<String>>,
     order: Option<Vec<String>>,
+    inner: Option<Vec<String>>,
     factors: Option<std::collections::BTreeMap<String, i64>>,
     read_energy_pj: Option<f64>,
     write_energy_pj: Option<f64>,
@@ -689,6 +690,26 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
         Some(_) => Some(dim_list("dims", &l.dims)?),
     };
     let loop_order = dim_list("order", &l.order)?;
+    let loop_inner = dim_list("inner", &l.inner)?;
+    if let Some(d) = loop_inner.iter().find(|d| loop_order.contains(d)) {
+        return Err(key_err(
+            path,
+            key("inner"),
+            format!("'{d}' is in both order (outermost) and inner (innermost); keep it in one"),
+        ));
+    }
+    if let (Some(dims), Some(d)) = (
+        &temporal_dims,
+        loop_inner
+            .iter()
+            .find(|d| !temporal_dims.as_ref().is_some_and(|x| x.contains(d))),
+    ) {
+        return Err(key_err(
+            path,
+            key("inner"),
+            format!("'{d}' is ordered but not among dims = {dims:?}"),
+        ));
+    }
     if let (Some(dims), Some(d)) = (
         &temporal_dims,
         loop_order
@@ -795,6 +816,7 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
         bypassable,
         temporal_dims,
         loop_order,
+        loop_inner,
         temporal_factors,
         read_energy_pj: read,
         write_energy_pj: write,

@@ -92,6 +92,10 @@ pub struct Level {
     /// order (outer to inner) and outside every other loop of the level (Timeloop's
     /// `permutation`, which lists inner to outer).
     pub loop_order: Vec<String>,
+    /// Mapspace constraint `inner`: these dims' loops, where present, run in this
+    /// order (outer to inner) inside every other loop of the level (Timeloop's
+    /// partial `permutation`, which pins the dims it lists innermost).
+    pub loop_inner: Vec<String>,
     /// Mapspace constraint `factors`: dims whose temporal loop at this level has
     /// exactly this bound (Timeloop's temporal `factors: R=3`; 1 = no loop here).
     pub temporal_factors: Vec<(String, u32)>,

@@ -16,8 +16,8 @@
 //!   `bypassable` (operands the target must `keep` left out); temporal `factors` with
 //!   dims = 1 → `dims` (the others), with dims = n > 1 → `factors` (exactly n; 0,
 //!   Timeloop's "the rest", is left to the mapper); a full temporal `permutation` (inner to outer)
-//!   → `order` (outer to inner, the dims that may loop; a partial permutation pins
-//!   dims innermost, which `order` cannot express, and is not imported); the spatial
+//!   → `order` (outer to inner, the dims that may loop), a partial one (its dims
+//!   pinned innermost) → `inner`; the spatial
 //!   target's `factors`
 //!   → the dims the array may unroll, on both axes. Timeloop's dim M is coex's K.
 //!
@@ -430,16 +430,15 @@ pub fn import(arch: &Path, ert: Option<&Path>, art: Option<&Path>) -> Result<Str
             let _ = writeln!(s, "factors = {{ {} }}", kv.join(", "));
         }
         // A full permutation fixes the whole order (outer to inner: reversed); a
-        // partial one pins only its dims innermost, which `order` (a prefix of the
-        // outermost loops) cannot say, so it is left out.
-        if let Some(p) = perm.get(&c.name).filter(|p| {
-            ["C", "K", "R", "S", "N", "P", "Q"]
+        // partial one pins only its dims innermost (`inner`).
+        if let Some(p) = perm.get(&c.name) {
+            let full = ["C", "K", "R", "S", "N", "P", "Q"]
                 .iter()
-                .all(|d| p.contains(d))
-        }) {
+                .all(|d| p.contains(d));
             let looping: Vec<&str> = p.iter().copied().filter(|d| !ones.contains(d)).collect();
             if !looping.is_empty() {
-                let _ = writeln!(s, "order = {}", list(&looping));
+                let key = if full { "order" } else { "inner" };
+                let _ = writeln!(s, "{key} = {}", list(&looping));
             }
         }
     }

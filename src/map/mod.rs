@@ -440,6 +440,9 @@ pub struct Constraints {
     /// `order[level][..order_len[level]]`: dims whose loops come first, outer to inner.
     pub order: [[u8; MAX_DIMS]; MAX_LEVELS],
     pub order_len: [u8; MAX_LEVELS],
+    /// `inner[level][..inner_len[level]]`: dims whose loops come last, outer to inner.
+    pub inner: [[u8; MAX_DIMS]; MAX_LEVELS],
+    pub inner_len: [u8; MAX_LEVELS],
 }
 
 impl Constraints {
@@ -449,6 +452,8 @@ impl Constraints {
             fixed: [[0; MAX_DIMS]; MAX_LEVELS],
             order: [[0; MAX_DIMS]; MAX_LEVELS],
             order_len: [0; MAX_LEVELS],
+            inner: [[0; MAX_DIMS]; MAX_LEVELS],
+            inner_len: [0; MAX_LEVELS],
         };
         for (l, lv) in t.levels.iter().enumerate().take(MAX_LEVELS) {
             if let Some(dims) = &lv.temporal_dims {
@@ -460,6 +465,12 @@ impl Constraints {
                 if let Some(d) = p.dim_index(name) {
                     c.order[l][c.order_len[l] as usize] = d as u8;
                     c.order_len[l] += 1;
+                }
+            }
+            for name in &lv.loop_inner {
+                if let Some(d) = p.dim_index(name) {
+                    c.inner[l][c.inner_len[l] as usize] = d as u8;
+                    c.inner_len[l] += 1;
                 }
             }
             for (name, f) in &lv.temporal_factors {
@@ -495,20 +506,21 @@ impl Constraints {
     /// Puts level `l`'s constrained dims first, in their order, keeping the rest of
     /// `order` (outer to inner) as it was.
     pub fn apply_order(&self, l: usize, order: &mut [u8; MAX_DIMS], ndims: usize) {
-        let n = self.order_len[l] as usize;
-        if n == 0 {
+        let (n, m) = (self.order_len[l] as usize, self.inner_len[l] as usize);
+        if n + m == 0 {
             return;
         }
-        let fixed = &self.order[l][..n];
+        let (first, last) = (&self.order[l][..n], &self.inner[l][..m]);
         let mut out = [0u8; MAX_DIMS];
-        out[..n].copy_from_slice(fixed);
+        out[..n].copy_from_slice(first);
         let mut k = n;
         for &d in order.iter().take(ndims) {
-            if !fixed.contains(&d) {
+            if !first.contains(&d) && !last.contains(&d) {
                 out[k] = d;
                 k += 1;
             }
         }
+        out[k..k + m].copy_from_slice(last);
         order[..ndims].copy_from_slice(&out[..ndims]);
     }
 }
@@ -642,6 +654,19 @@ impl Mapping {
                     lv.name,
                     seq.iter().map(|&d| p.names[d as usize]).collect::<Vec<_>>().join(" "),
                     lv.loop_order
+                )));
+            }
+            let expect: Vec<u8> = c.inner[l][..c.inner_len[l] as usize]
+                .iter()
+                .copied()
+                .filter(|&d| looping(d as usize))
+                .collect();
+            if seq[seq.len() - expect.len()..] != expect[..] {
+                return Err(MapError::Invalid(format!(
+                    "level '{}': loops {} break its inner constraint {:?} (those dims last, outer to inner)",
+                    lv.name,
+                    seq.iter().map(|&d| p.names[d as usize]).collect::<Vec<_>>().join(" "),
+                    lv.loop_inner
                 )));
             }
         }
