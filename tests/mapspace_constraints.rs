@@ -34,6 +34,16 @@ fn edp_search(p: &Problem, t: &arch::Template) -> Result<coex::map::mapper::Foun
     .map_err(|e| e.to_string())
 }
 
+/// The dims that loop at level `l`, outer to inner.
+fn looping_dims(m: &coex::map::Mapping, p: &Problem, l: usize) -> Vec<&'static str> {
+    m.order[l][..p.ndims]
+        .iter()
+        .map(|&d| d as usize)
+        .filter(|&d| m.factors[l][d] > 1)
+        .map(|d| p.names[d])
+        .collect()
+}
+
 fn problem(spec: &str) -> Problem {
     Problem::from_einsum(&einsum_of_spec(spec).unwrap()).unwrap()
 }
@@ -70,12 +80,7 @@ fn the_mapper_honours_dims_and_order() {
             assert_eq!(m.factors[wreg][d], 1, "{spec}: {name} loops at weight_reg");
         }
         // The looping dims at pe_spad, outer to inner: R before S before the rest.
-        let seq: Vec<&str> = m.order[spad][..p.ndims]
-            .iter()
-            .map(|&d| d as usize)
-            .filter(|&d| m.factors[spad][d] > 1)
-            .map(|d| p.names[d])
-            .collect();
+        let seq = looping_dims(&m, &p, spad);
         let rank = |n: &str| match n {
             "R" => 0,
             "S" => 1,
@@ -208,12 +213,7 @@ fn inner_loops_are_honoured_and_checked() {
     for spec in SHAPES {
         let p = problem(spec);
         let m = edp_search(&p, &t).unwrap().mapping;
-        let seq: Vec<&str> = m.order[spad][..p.ndims]
-            .iter()
-            .map(|&d| d as usize)
-            .filter(|&d| m.factors[spad][d] > 1)
-            .map(|d| p.names[d])
-            .collect();
+        let seq = looping_dims(&m, &p, spad);
         let pinned: Vec<&str> = ["S", "R"].into_iter().filter(|n| seq.contains(n)).collect();
         assert!(seq.ends_with(&pinned), "{spec}: loops {seq:?}");
         m.validate(&p, &t).unwrap();
