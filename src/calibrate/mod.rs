@@ -651,6 +651,16 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     let (mut tr_before, mut tr_after) = (Vec::new(), Vec::new());
     let mut heldout_idx = Vec::new();
     let mut split_fit = None;
+    // One step per split's fit and one for the fit on all rows (drawn only on a
+    // terminal).
+    let bar = indicatif::ProgressBar::new(sets.len() as u64 + 1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "calibrate: fit {pos}/{len} ({msg}) {bar:30} {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("{n} rows, {} parameters", params.len()));
     for (tr, te) in &sets {
         let train: Vec<&Prepared> = tr.iter().map(|&i| &rows[i]).collect();
         let test: Vec<&Prepared> = te.iter().map(|&i| &rows[i]).collect();
@@ -666,6 +676,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
         }
         heldout_idx.extend_from_slice(te);
         split_fit = Some(f);
+        bar.inc(1);
     }
     heldout_idx.sort_unstable();
     heldout_idx.dedup();
@@ -710,6 +721,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
         (Split::Train(_), Some(f)) => f,
         _ => fit_rows(&g, &params, &all, cfg.loss).map_err(cost_err)?,
     };
+    bar.finish_and_clear();
     let mut presult = BTreeMap::new();
     for (i, p) in params.iter().enumerate() {
         let at_bound = full.x[i] <= p.bounds.lo || full.x[i] >= p.bounds.hi;
