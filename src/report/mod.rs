@@ -85,6 +85,16 @@ fn layer_row(graph: &Graph, w: &LayerWork) -> LayerRow {
     }
 }
 
+/// A count for a table: whole digits up to 10¹⁵, then `1.830e300` (a value that
+/// large is a sign of an extreme input, and must not flood the terminal).
+pub fn count(x: f64) -> String {
+    if x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
 /// `1.81e9` → "1.814 G".
 pub fn si(x: f64) -> String {
     let (v, u) = match x.abs() {
@@ -94,7 +104,9 @@ pub fn si(x: f64) -> String {
         a if a >= 1e3 => (x / 1e3, "k"),
         _ => (x, ""),
     };
-    if u.is_empty() {
+    if v.abs() >= 1e6 {
+        format!("{x:.3e}")
+    } else if u.is_empty() {
         format!("{v}")
     } else {
         format!("{v:.3} {u}")
@@ -220,6 +232,9 @@ pub fn si_unit(x: f64, unit: &str) -> String {
         .find(|&(f, _)| x.abs() >= f * 0.99995)
         .unwrap_or((1e-12, "p"));
     let v = x / scale;
+    if v.abs() >= 1e6 {
+        return format!("{x:.3e} {unit}");
+    }
     let decimals = match v.abs() {
         a if a >= 99.995 => 1,
         a if a >= 9.9995 => 2,
@@ -278,7 +293,7 @@ pub fn eval_table(
             let mut r = vec![
                 elide(&l.kernel, NAME_WIDTH),
                 l.precision.to_string(),
-                format!("{:.0}", l.latency_cycles),
+                count(l.latency_cycles),
                 si_unit(l.latency_cycles * clock_s, "s"),
                 energy(l.energy_pj),
                 format!("{:.2}", l.utilization),
@@ -325,8 +340,8 @@ pub fn eval_table(
         "n/a: see resources".to_string()
     };
     s.push_str(&format!(
-        "total: latency {:.0} cycles ({}), energy {}, area {area}\n       {} MACs, utilization {:.3}, DRAM round trips {}\n",
-        t.latency_cycles,
+        "total: latency {} cycles ({}), energy {}, area {area}\n       {} MACs, utilization {:.3}, DRAM round trips {}\n",
+        count(t.latency_cycles),
         si_unit(t.latency_s, "s"),
         energy(t.energy_pj),
         si(t.macs as f64),
