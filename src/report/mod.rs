@@ -514,3 +514,18 @@ pub fn eval_csv(n: &crate::cost::NetworkCost) -> Result<String, csv::Error> {
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_values_print_short() {
+        assert_eq!(count(8666.0), "8666");
+        assert_eq!(count(1.83e303), "1.830e303");
+        assert_eq!(si_unit(4.735e-6, "s"), "4.735 µs");
+        assert_eq!(si_unit(1e294, "s"), "1.000e294 s");
+        assert_eq!(si(1.814e9), "1.814 G");
+        assert_eq!(si(2e20), "2.000e20");
+    }
+}
