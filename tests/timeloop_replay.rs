@@ -105,6 +105,17 @@ fn imported(layer: &str) -> arch::Template {
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
+/// coex's mapper on `t`, minimizing EDP with coex's default settings.
+fn edp_search(p: &Problem, t: &arch::Template) -> coex::map::mapper::Found {
+    coex::map::mapper::search(
+        p,
+        t,
+        &coex::map::mapper::SearchConfig::default(),
+        cost::objective_fn(p, t, cost::Objective::Edp),
+    )
+    .unwrap()
+}
+
 fn replay_on(t: &arch::Template, layer: &str, spec: &str) {
     let t = t.clone();
     let p = problem(spec);
@@ -219,13 +230,7 @@ fn constrained_mapper_matches_timeloops_mapper_on_edp() {
         let t = imported(layer);
         let p = problem(spec);
         let start = std::time::Instant::now();
-        let f = coex::map::mapper::search(
-            &p,
-            &t,
-            &coex::map::mapper::SearchConfig::default(),
-            cost::objective_fn(&p, &t, cost::Objective::Edp),
-        )
-        .unwrap();
+        let f = edp_search(&p, &t);
         let secs = start.elapsed().as_secs_f64();
         f.mapping.validate(&p, &t).unwrap();
         // Costed with Timeloop's reuse rule, so exact reuse earns coex nothing here.
@@ -308,13 +313,7 @@ fn exact_temporal_factors_import_and_hold() {
     assert!(toml.contains("factors = { R = 7, S = 7 }"), "{toml}");
     let t = arch::load_str(&toml, &spec, &[]).unwrap();
     let p = problem("conv2d n=1 c=3 h=224 w=224 k=64 r=7 s=7 stride=2 pad=3");
-    let f = coex::map::mapper::search(
-        &p,
-        &t,
-        &coex::map::mapper::SearchConfig::default(),
-        cost::objective_fn(&p, &t, cost::Objective::Edp),
-    )
-    .unwrap();
+    let f = edp_search(&p, &t);
     let spad = t.level_index("pe_spad").unwrap();
     for name in ["R", "S"] {
         assert_eq!(

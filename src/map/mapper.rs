@@ -323,28 +323,14 @@ where
             if local_best.as_ref().map(|(_, s)| score < *s).unwrap_or(true) {
                 local_best = Some((g, score));
             }
-            if best.as_ref().map(|b| score < b.score).unwrap_or(true) {
-                best = Some(Found {
-                    mapping: m,
-                    counts: c,
-                    score,
-                    evaluated: 0,
-                });
-            }
+            keep_better(&mut best, m, c, score);
         }
         // Bypass: from this spatial unrolling's best, drop operands from levels.
         if let Some((g, _)) = local_best.as_ref().filter(|_| cfg.bypass) {
             let m = realize(p, nl, &base, g, &cons);
             let (m, c, score, n) = bypass_descent(p, t, m, &objective);
             evaluated += n;
-            if best.as_ref().map(|b| score < b.score).unwrap_or(true) {
-                best = Some(Found {
-                    mapping: m,
-                    counts: c,
-                    score,
-                    evaluated: 0,
-                });
-            }
+            keep_better(&mut best, m, c, score);
         }
     }
     match best {
@@ -357,6 +343,18 @@ where
             template: t.name.clone(),
             why: last_why,
         }),
+    }
+}
+
+/// Replaces `best` with (m, c, score) when it scores lower (or nothing is held yet).
+fn keep_better(best: &mut Option<Found>, m: Mapping, c: Counts, score: f64) {
+    if best.as_ref().map(|b| score < b.score).unwrap_or(true) {
+        *best = Some(Found {
+            mapping: m,
+            counts: c,
+            score,
+            evaluated: 0,
+        });
     }
 }
 
