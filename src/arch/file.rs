@@ -698,29 +698,19 @@ fn build_level(l: &RawLevel, tech: &Tech, bits: u32, path: &Path) -> Result<Leve
             format!("'{d}' is in both order (outermost) and inner (innermost); keep it in one"),
         ));
     }
-    if let (Some(dims), Some(d)) = (
-        &temporal_dims,
-        loop_inner
-            .iter()
-            .find(|d| !temporal_dims.as_ref().is_some_and(|x| x.contains(d))),
-    ) {
-        return Err(key_err(
-            path,
-            key("inner"),
-            format!("'{d}' is ordered but not among dims = {dims:?}"),
-        ));
-    }
-    if let (Some(dims), Some(d)) = (
-        &temporal_dims,
-        loop_order
-            .iter()
-            .find(|d| !temporal_dims.as_ref().is_some_and(|x| x.contains(d))),
-    ) {
-        return Err(key_err(
-            path,
-            key("order"),
-            format!("'{d}' is ordered but not among dims = {dims:?}"),
-        ));
+    // Ordered dims (outermost or innermost) must be dims that may loop here.
+    for (name, list) in [("order", &loop_order), ("inner", &loop_inner)] {
+        if let (Some(dims), Some(d)) = (
+            &temporal_dims,
+            list.iter()
+                .find(|d| !temporal_dims.as_ref().is_some_and(|x| x.contains(d))),
+        ) {
+            return Err(key_err(
+                path,
+                key(name),
+                format!("'{d}' is ordered but not among dims = {dims:?}"),
+            ));
+        }
     }
     // Exact temporal factors (Timeloop's `factors: R=3`): the dim's loop at this level
     // has exactly that bound.
