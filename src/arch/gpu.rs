@@ -96,6 +96,14 @@ pub struct Model {
     pub pipeline_stages: u32,
     /// CTA tiles the GEMM library chooses among: `[tile_m, tile_n, tile_k]`.
     pub cta_tiles: Vec<[u32; 3]>,
+    /// CTA tiles of the conv library's tensor-core kernels, `[tile_m, tile_n,
+    /// tile_k]` with M = output pixels and N = output channels, where they differ
+    /// from the GEMM library's. cuDNN 7's Volta tensor-op convs are named by tile
+    /// (`volta_fp16_s884cudnn_fp16_256x128_…`, `128x128`, `256x64`, `128x64` in
+    /// profiler traces): none is narrower than 64 output channels, so a K = 32 conv
+    /// leaves half of each tile idle. Absent: `cta_tiles`.
+    #[serde(default)]
+    pub tensor_conv_tiles: Option<Vec<[u32; 3]>>,
     /// Largest split of the reduction over CTAs (split-K) the library uses.
     pub max_split_k: u32,
     /// fp32 GEMMs run on tensor cores as TF32 (Ampere and later, when enabled).
@@ -443,11 +451,17 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
             ),
         ));
     }
-    if m.cta_tiles.is_empty() || m.cta_tiles.iter().any(|t| t.contains(&0)) {
-        return Err(key_err(
-            "model.cta_tiles",
-            "give at least one [tile_m, tile_n, tile_k], all ≥ 1".into(),
-        ));
+    let tile_sets = [
+        ("model.cta_tiles", Some(&m.cta_tiles)),
+        ("model.tensor_conv_tiles", m.tensor_conv_tiles.as_ref()),
+    ];
+    for (key, tiles) in tile_sets {
+        if tiles.is_some_and(|t| t.is_empty() || t.iter().any(|t| t.contains(&0))) {
+            return Err(key_err(
+                key,
+                "give at least one [tile_m, tile_n, tile_k], all ≥ 1".into(),
+            ));
+        }
     }
     let space = raw
         .space

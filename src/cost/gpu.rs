@@ -179,7 +179,8 @@ pub fn gemm_split(
     })
 }
 
-/// The fastest tile and split-K of the device's set (what a tuned library would pick).
+/// The fastest tile and split-K of the device's set (what a tuned library would pick):
+/// `model.cta_tiles`, or `model.tensor_conv_tiles` for a tensor-core conv.
 /// Splits are powers of two up to `model.max_split_k`, only while the output alone
 /// leaves SMs idle.
 pub fn gemm(g: &Gpu, dtype: DType, batch: u64, m: u64, n: u64, k: u64) -> Option<GemmEstimate> {
@@ -197,7 +198,11 @@ pub fn gemm_laid_out(
     layout: Layout,
 ) -> Option<GemmEstimate> {
     let mut best: Option<GemmEstimate> = None;
-    for &t in &g.model.cta_tiles {
+    let tiles = match (&g.model.tensor_conv_tiles, g.peak(dtype)) {
+        (Some(t), Some((_, Pipe::Tensor))) if layout.conv => t,
+        _ => &g.model.cta_tiles,
+    };
+    for &t in tiles {
         let out_tiles = batch * m.div_ceil(t[0] as u64) * n.div_ceil(t[1] as u64);
         let mut split = 1;
         while split <= g.model.max_split_k as u64
@@ -414,6 +419,19 @@ impl std::fmt::Display for Algorithm {
     }
 }
 
+/// The (N, K) GEMM view of a tensor-core conv whose channels are not whole 16-byte
+/// words: conv libraries pad C and K up to the next whole word (8 fp16 channels) and
+/// run their tensor-core kernel on the padded tensors (from cuDNN 7.3 on, NCHW fp16
+/// tensor-op convs with C or K not a multiple of 8 are padded internally; NVIDIA,
+/// "Tensor Core DL Performance Guide", GTC 2019 S9926). So a C = 1 conv does the work
+/// of a C = 8 one: N = ⌈K⌉₈, K = ⌈C⌉₈·R·S (fp16). DeepBench's V100 fp16 convs agree:
+/// their time per padded MAC is the same at C = 1 and C = 3.
+pub fn channel_padded(dtype: DType, cs: &ConvShape) -> (u64, u64) {
+    let word = (16 / dtype.bytes()).max(1);
+    let pad = |x: u64| x.div_ceil(word) * word;
+    (pad(cs.k), pad(cs.c) * cs.r * cs.s)
+}
+
 /// The fastest of the kernels a library has for `e` (cuBLAS heuristics, cuDNN with
 /// `benchmark` on): tiled GEMM always; Winograd for eligible convs when
 /// `model.winograd`; the streaming kernel for skinny products. Returns the estimate,
@@ -432,7 +450,12 @@ pub fn fastest_algorithm(g: &Gpu, e: &Einsum) -> Result<(GemmEstimate, Algorithm
         },
         None => Layout::dense(e.dtype, n, k),
     };
-    let mut best = gemm_laid_out(g, e.dtype, b, m, n, k, layout)
+    let tensor = g.peak(e.dtype).map(|p| p.1) == Some(Pipe::Tensor);
+    let (n_tiled, k_tiled) = match conv {
+        Some(cs) if !layout.aligned && !cs.is_depthwise() && tensor => channel_padded(e.dtype, &cs),
+        _ => (n, k),
+    };
+    let mut best = gemm_laid_out(g, e.dtype, b, m, n_tiled, k_tiled, layout)
         .map(|est| (est, Algorithm::Tiled, e.macs()))
         .ok_or_else(|| {
             CostError::Unsupported(format!(
@@ -460,7 +483,12 @@ pub fn fastest_algorithm(g: &Gpu, e: &Einsum) -> Result<(GemmEstimate, Algorithm
             best = (w, Algorithm::Winograd(mm.0), mm.1);
         }
     }
-    if let Some(st) = streaming(g, e.dtype, b, m, n, k, layout) {
+    // A conv with few filters on tensor cores runs as tiled implicit GEMM, however
+    // narrow (DeepBench's V100 fp16 K = 16 and 32 convs: IMPLICIT_PRECOMP_GEMM). On
+    // CUDA cores cuDNN has narrow-filter kernels that waste no tile, which the
+    // streaming estimate (no tile padding) stands for; depthwise convs stream.
+    let streams = conv.is_none_or(|cs| cs.is_depthwise() || !tensor);
+    if let Some(st) = streaming(g, e.dtype, b, m, n, k, layout).filter(|_| streams) {
         if st.latency_s < best.0.latency_s {
             best = (st, Algorithm::Streaming, e.macs());
         }
