@@ -313,14 +313,64 @@ fn h200_heldout_errors_by_group() {
     assert!(o.after.heldout.rmse_log < o.before.heldout.rmse_log);
 }
 
+/// Why GEMM τ ≥ 0.9 is out of reach of any model that reads only the op spec, from
+/// the measurements alone (no model involved): 31 GEMM shapes were measured in both
+/// fp16 and bf16, which run the same tensor-core rate and move the same bytes on
+/// Hopper. Above ~18 µs the twins agree within 6%; below it (eager PyTorch's host
+/// floor) bf16 takes up to 1.54× the fp16 time on some shapes and the same time on
+/// others. The two measurements of identical GPU work rank the 31 shapes at τ ≈ 0.70.
+#[test]
+fn h200_fp16_bf16_gemm_twins_rank_each_other_below_0_9() {
+    let mut rdr = csv::Reader::from_path(reference("h200_kernels_train.csv")).unwrap();
+    let mut times = std::collections::HashMap::new();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        if rec[0] == *"gemm" {
+            times.insert(rec[2].to_string(), rec[7].parse::<f64>().unwrap());
+        }
+    }
+    let (mut fp16, mut bf16, mut big_ratio_max) = (vec![], vec![], 0f64);
+    let mut small_ratios = vec![];
+    for (spec, &t16) in &times {
+        let Some(&t_bf) = times.get(&spec.replace("dtype=fp16", "dtype=bf16")) else {
+            continue;
+        };
+        if !spec.contains("dtype=fp16") {
+            continue;
+        }
+        fp16.push(t16);
+        bf16.push(t_bf);
+        if t16.min(t_bf) > 18.0 {
+            big_ratio_max = big_ratio_max.max((t_bf / t16).ln().abs());
+        } else {
+            small_ratios.push(t_bf / t16);
+        }
+    }
+    let tau = report::kendall_tau(&fp16, &bf16);
+    eprintln!(
+        "{} fp16/bf16 twins: tau {tau:.3}; above 18 µs max |ln ratio| {big_ratio_max:.3}; below: {small_ratios:?}",
+        fp16.len()
+    );
+    assert_eq!(fp16.len(), 31);
+    assert!(tau < 0.8, "{tau}");
+    assert!(big_ratio_max < 0.06_f64.ln_1p(), "{big_ratio_max}");
+    let slow = small_ratios.iter().filter(|&&r| r > 1.25).count();
+    let same = small_ratios
+        .iter()
+        .filter(|&&r| (r - 1.0).abs() < 0.1)
+        .count();
+    assert!(slow >= 5 && same >= 5, "{small_ratios:?}");
+}
+
 /// DeepBench convolutions on a V100 (cuDNN, forward). Winograd for fp32 3×3/5×5 and
 /// DRAM reading a conv's input once (not its im2col volume) took the uncalibrated
-/// MAPE from 43.8% to 20.9%. Target: held-out MAPE after calibration below 30% and
-/// below the uncalibrated figure. The robust L1 fit meets both; it is not swayed by
-/// the six fp16 C = 1 rows cuDNN 7 runs 7-13× below the model (its CUDA-core
-/// fallback for unaligned channels is slower than its fp32 kernel, which coex does
-/// not model). Least squares follows those rows, lowers the CUDA-core efficiency
-/// that the fp32 rows share, and ends above the uncalibrated MAPE (asserted < 30%).
+/// MAPE from 43.8% to 20.9%; padding unaligned fp16 channels to 8 on cuDNN's ≥ 64-
+/// filter tiles (the six C = 1 rows had been 7–19× fast) took it to 16.6%. Target:
+/// held-out MAPE after calibration below 30% and below the uncalibrated figure. Least
+/// squares in log space lowers RMSE(ln) (0.248 → 0.230) but not MAPE (16.6% →
+/// 17.3%, asserted < 30%); the L1 fit ends a hair below uncalibrated (16.58% vs
+/// 16.65%, asserted): the uncalibrated priors already sit near what these parameters
+/// can reach on this table.
 #[test]
 fn v100_deepbench_conv_heldout_mape_after_calibration() {
     let run = |loss| {
