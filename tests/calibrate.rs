@@ -410,6 +410,67 @@ fn coex(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Rows the calibrated template puts on the eager host floor are counted per group,
+/// and the group's statistics are repeated over the other rows. Oracle: the plain
+/// definition on hand-picked shapes, eager mode on the H200 file (floor ≥ 11 µs by
+/// any fit of these rows): an M = N = K = 64 GEMM does ~0.5 M MACs, far below any
+/// floor; an 8192³ GEMM takes ~1 ms. Graph-mode rows are never host-bound.
+#[test]
+fn host_bound_rows_are_counted_and_left_out_of_the_kernel_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("m.csv");
+    let mut text = String::from("op,metric,value,mode\n");
+    for (i, mode) in ["eager", "graph"].iter().enumerate() {
+        for (m, us) in [(64, 11.0), (96, 11.5), (128, 12.0), (160, 11.2)] {
+            text += &format!(
+                "gemm m={m} n={m} k={} dtype=fp16,latency_us,{},{mode}\n",
+                64 + i,
+                us - 5.0 * i as f64
+            );
+        }
+        for (m, us) in [(8192, 1400.0), (6144, 600.0), (4096, 190.0), (7168, 930.0)] {
+            text += &format!(
+                "gemm m={m} n={m} k={} dtype=fp16,latency_us,{us},{mode}\n",
+                m + 8 * i
+            );
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    let run = |format: &str| {
+        coex(&[
+            "calibrate",
+            "--accel",
+            "accelerators/gpu/h200.toml",
+            "--measurements",
+            csv.to_str().unwrap(),
+            "--params",
+            "tensor_efficiency,dispatch_overhead_us",
+            "--folds",
+            "2",
+            "--format",
+            format,
+            "--no-plots",
+        ])
+    };
+    let r = run("json");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let g = &j["groups"]["gemm"];
+    assert_eq!(g["after"]["n"], 16);
+    assert_eq!(g["host_bound_rows"], 4, "{g}");
+    assert_eq!(g["kernel_bound"]["after"]["n"], 12, "{g}");
+    let table = run("table");
+    let out = String::from_utf8_lossy(&table.stdout);
+    let note: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("without the rows predicted on the eager host floor"))
+        .take(4)
+        .collect();
+    assert_eq!(note.len(), 4, "{out}");
+    assert!(note[3].starts_with("gemm ") && note[3].contains(" 12 ") && note[3].contains(" 4 "));
+    assert!(note.iter().all(|l| l.chars().count() <= 80), "{note:?}");
+}
+
 #[test]
 fn calibrated_template_is_accepted_by_eval_and_json_has_the_schema() {
     let dir = tempfile::tempdir().unwrap();

@@ -130,6 +130,24 @@ pub fn table(o: &Outcome) -> String {
             r.after.kendall_tau
         );
     }
+    if o.groups.values().any(|r| r.kernel_bound.is_some()) {
+        s += "\nwithout the rows predicted on the eager host floor (`floor`: their time is\n\
+              the dispatch overhead, so the model cannot order them):\n\
+              kernel-bound        rows  floor  median APE before -> after  tau before -> after\n";
+        for (g, r) in &o.groups {
+            if let Some(k) = &r.kernel_bound {
+                s += &format!(
+                    "{g:<19} {:<5} {:<6} {:>8} -> {:<15} {:.3} -> {:.3}\n",
+                    k.after.n,
+                    r.host_bound_rows,
+                    pct(k.before.median_ape),
+                    pct(k.after.median_ape),
+                    k.before.kendall_tau,
+                    k.after.kendall_tau
+                );
+            }
+        }
+    }
     let fit_on = match o.split {
         Split::Train(_) => "fit on the training rows",
         _ => "fit on all rows",

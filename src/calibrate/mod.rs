@@ -323,6 +323,20 @@ pub struct Outcome {
 pub struct GroupResult {
     pub before: Stats,
     pub after: Stats,
+    /// Held-out rows the calibrated template (fit on all rows) puts on the eager host
+    /// floor: their predicted time is the dispatch overhead, whatever the kernel, so
+    /// the model says nothing about their order.
+    pub host_bound_rows: usize,
+    /// The held-out statistics over the group's other rows (the kernel-bound ones);
+    /// `None` when no row of the group is host-bound.
+    pub kernel_bound: Option<GroupStats>,
+}
+
+/// Before/after held-out statistics over a subset of a group.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GroupStats {
+    pub before: Stats,
+    pub after: Stats,
 }
 
 /// Loads `path` as a GPU template (other kinds are refused).
@@ -407,10 +421,15 @@ pub fn prepare(
 /// kernel's compute-bound time); on-chip power = (energy − DRAM access energy) ÷
 /// on-chip latency.
 pub fn predict(d: &Device, p: &Prepared) -> Result<f64, cost::CostError> {
+    predict_in(d, p, p.m.mode)
+}
+
+/// As `predict`, with a GPU row run in `mode` (`None`: the template's).
+fn predict_in(d: &Device, p: &Prepared, mode: Option<Mode>) -> Result<f64, cost::CostError> {
     let opts = NetworkOptions::default();
     let (r, cycle_s) = match d {
         Device::Gpu(g) => {
-            let mode = p.m.mode.unwrap_or(g.model.mode);
+            let mode = mode.unwrap_or(g.model.mode);
             let r = if mode == g.model.mode {
                 cost::gpu::evaluate_lowered(&p.graph, &p.work, g, &opts)?
             } else {
@@ -494,6 +513,19 @@ fn with_params(g: &Device, params: &[Param], x: &[f64]) -> Device {
         (p.set)(&mut h, v);
     }
     h
+}
+
+/// Whether `d` puts a latency row on the eager host floor: its eager prediction
+/// exceeds the kernels' own time (the same row under CUDA graphs). Other metrics,
+/// graph-mode rows and non-GPU devices: `false`.
+pub fn host_bound(d: &Device, p: &Prepared) -> Result<bool, cost::CostError> {
+    let Device::Gpu(g) = d else {
+        return Ok(false);
+    };
+    if p.m.metric != Metric::LatencyUs || p.m.mode.unwrap_or(g.model.mode) != Mode::Eager {
+        return Ok(false);
+    }
+    Ok(predict(d, p)? > predict_in(d, p, Some(Mode::Graph))? * (1.0 + 1e-9))
 }
 
 fn predict_all(g: &Device, rows: &[&Prepared]) -> Result<Vec<f64>, cost::CostError> {
@@ -693,6 +725,20 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     };
     let before = phase(mean_stats(&tr_before), &hb, 1);
     let after = phase(mean_stats(&tr_after), &ha, 2);
+    // The parameters written out: a fit on every row (with --train, the training fit).
+    let all: Vec<&Prepared> = rows.iter().collect();
+    let full = match (cfg.split, split_fit) {
+        (Split::Train(_), Some(f)) => f,
+        _ => fit_rows(&g, &params, &all, cfg.loss).map_err(cost_err)?,
+    };
+    let full_device = with_params(&g, &params, &full.x);
+    let host: Vec<bool> = {
+        use rayon::prelude::*;
+        rows.par_iter()
+            .map(|r| host_bound(&full_device, r))
+            .collect::<Result<_, _>>()
+            .map_err(cost_err)?
+    };
     let mut groups = BTreeMap::new();
     let mut names: Vec<&str> = heldout_idx
         .iter()
@@ -707,20 +753,22 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
             .filter(|&i| rows[i].m.group == name)
             .collect();
         let m = pick(&meas, &idx);
+        let kernel: Vec<usize> = idx.iter().cloned().filter(|&i| !host[i]).collect();
+        let km = pick(&meas, &kernel);
+        let host_bound_rows = idx.len() - kernel.len();
         groups.insert(
             name.to_string(),
             GroupResult {
                 before: report::stats(&pick(&before_pred, &idx), &m),
                 after: report::stats(&pick(&after_pred, &idx), &m),
+                host_bound_rows,
+                kernel_bound: (host_bound_rows > 0 && kernel.len() > 1).then(|| GroupStats {
+                    before: report::stats(&pick(&before_pred, &kernel), &km),
+                    after: report::stats(&pick(&after_pred, &kernel), &km),
+                }),
             },
         );
     }
-    // The parameters written out: a fit on every row (with --train, the training fit).
-    let all: Vec<&Prepared> = rows.iter().collect();
-    let full = match (cfg.split, split_fit) {
-        (Split::Train(_), Some(f)) => f,
-        _ => fit_rows(&g, &params, &all, cfg.loss).map_err(cost_err)?,
-    };
     bar.finish_and_clear();
     let mut presult = BTreeMap::new();
     for (i, p) in params.iter().enumerate() {
@@ -747,7 +795,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
             },
         );
     }
-    let fitted_all = predict_all(&with_params(&g, &params, &full.x), &all).map_err(cost_err)?;
+    let fitted_all = predict_all(&full_device, &all).map_err(cost_err)?;
     let per_row = rows
         .iter()
         .enumerate()
