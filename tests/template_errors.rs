@@ -256,6 +256,7 @@ fn gpu_fields_are_range_checked_and_energy_is_broken_down() {
         ("device.tensor_macs_per_sm_cycle.fp16", "0"),
         ("model.pipeline_stages", "0"),
         ("model.tensor_conv_tiles", "[]"),
+        ("model.vector_dram_efficiency", "1.5"),
         ("model.tensor_conv_tiles", "[[128, 0, 32]]"),
     ] {
         let err = coex::arch::load_accelerator(&path, &[(key.to_string(), value.to_string())])

@@ -89,6 +89,11 @@ pub struct Model {
     /// Fraction of DRAM / L2 bandwidth streaming kernels attain.
     pub dram_efficiency: f64,
     pub l2_efficiency: f64,
+    /// Fraction of DRAM bandwidth VectorOps attain (element-wise, softmax,
+    /// layernorm, pooling: one pass, no operand reuse, often short kernels), where it
+    /// differs from the GEMM operand streams' `dram_efficiency`. Absent: that value.
+    #[serde(default)]
+    pub vector_dram_efficiency: Option<f64>,
     /// Output elements (tile_m × tile_n) resident on one SM needed to saturate it;
     /// fewer (small tiles, few CTAs) leave the SM's pipes partly idle.
     pub saturating_tile_elems: f64,
@@ -255,6 +260,14 @@ impl Gpu {
             .map(|&r| (r, Pipe::Cuda))
     }
 
+    /// DRAM efficiency of VectorOps: `model.vector_dram_efficiency`, else
+    /// `model.dram_efficiency`.
+    pub fn vector_dram_efficiency(&self) -> f64 {
+        self.model
+            .vector_dram_efficiency
+            .unwrap_or(self.model.dram_efficiency)
+    }
+
     /// The host floor a kernel of `class` cannot go below, s: its class's dispatch
     /// overhead in eager mode, 0 under CUDA graphs.
     pub fn dispatch_floor_s(&self, class: OpClass) -> f64 {
@@ -349,6 +362,10 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
         ("model.tensor_efficiency", m.tensor_efficiency),
         ("model.cuda_efficiency", m.cuda_efficiency),
         ("model.dram_efficiency", m.dram_efficiency),
+        (
+            "model.vector_dram_efficiency",
+            m.vector_dram_efficiency.unwrap_or(m.dram_efficiency),
+        ),
         ("model.l2_efficiency", m.l2_efficiency),
         ("model.conv_efficiency", m.conv_efficiency),
         (

@@ -45,7 +45,8 @@ pub struct CalibrateArgs {
     /// unaligned_tensor_efficiency, unaligned_conv_efficiency, conv_efficiency,
     /// cuda_efficiency, dram_efficiency, l2_efficiency, launch_overhead_us,
     /// dispatch_overhead_us, and on per-kernel rows the per-class floors
-    /// gemm_/conv_/attention_/vector_dispatch_overhead_us; ASIC array.efficiency,
+    /// gemm_/conv_/attention_/vector_dispatch_overhead_us and, where some row is a
+    /// VectorOp, vector_dram_efficiency; ASIC array.efficiency,
     /// accelerator.static_power_mw, mac.energy_pj).
     #[arg(long, value_delimiter = ',')]
     pub params: Vec<String>,

@@ -183,6 +183,12 @@ pub fn gpu_params() -> Vec<Param> {
             |g, v| g.model.dram_efficiency = v,
         ),
         gpu_param(
+            "model.vector_dram_efficiency",
+            eff(),
+            |g| g.vector_dram_efficiency(),
+            |g, v| g.model.vector_dram_efficiency = Some(v),
+        ),
+        gpu_param(
             "model.l2_efficiency",
             eff(),
             |g| g.model.l2_efficiency,
@@ -621,20 +627,34 @@ fn mean_stats(s: &[Stats]) -> Stats {
 pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     let g = load_device(&cfg.accel)?;
     let (rows, skipped) = measure::import(cfg.format, &cfg.measurements)?;
-    let names: Vec<String> = if cfg.params.is_empty() {
-        let networks = rows.iter().any(|r| !matches!(r.target, Target::Op(_)));
-        let eager = match &g {
-            Device::Gpu(gpu) => rows
-                .iter()
-                .any(|r| r.mode.unwrap_or(gpu.model.mode) == Mode::Eager),
-            _ => false,
-        };
-        default_params(&g, networks, eager)
-    } else {
-        cfg.params.clone()
+    // Named parameters are checked before the rows are costed; the default set
+    // depends on what the rows hold.
+    let named = match cfg.params.is_empty() {
+        true => None,
+        false => Some(resolve_params(&cfg.params, &g)?),
     };
-    let params = resolve_params(&names, &g)?;
     let rows = prepare(rows, &cfg.measurements, &g)?;
+    let params = match named {
+        Some(p) => p,
+        None => {
+            let kinds = RowKinds {
+                whole_networks: rows.iter().any(|r| !matches!(r.m.target, Target::Op(_))),
+                eager: match &g {
+                    Device::Gpu(gpu) => rows
+                        .iter()
+                        .any(|r| r.m.mode.unwrap_or(gpu.model.mode) == Mode::Eager),
+                    _ => false,
+                },
+                vector_ops: rows.iter().any(|r| {
+                    r.work
+                        .iter()
+                        .flat_map(|w| &w.kernels)
+                        .all(|k| matches!(k, lower::Kernel::Vector(_)))
+                }),
+            };
+            resolve_params(&default_params(&g, kinds), &g)?
+        }
+    };
     let n = rows.len();
     let cost_err = |e: cost::CostError| CalibrateError::File {
         path: cfg.measurements.clone(),
@@ -1007,20 +1027,36 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// What the measured rows hold, for the default parameter set.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RowKinds {
+    /// Some row is a whole workload or network, not one op.
+    pub whole_networks: bool,
+    /// Some GPU row runs in eager mode.
+    pub eager: bool,
+    /// Some row is VectorOps only (element-wise, softmax, layernorm, ...).
+    pub vector_ops: bool,
+}
+
 /// The parameters fitted when `--params` is not given, by template kind. On GPUs,
 /// the host dispatch floors only where some row runs in eager mode (no graph-mode
-/// row depends on them); then per-kernel rows also fit the per-class floors
-/// (`GPU_CLASS_DISPATCH_PARAMS`), and whole-network rows do not, because a class that
-/// every network runs the same number of times (NAS-Bench-201's one classifier
-/// GEMM) is confounded with a per-network constant and would absorb it.
-pub fn default_params(d: &Device, whole_networks: bool, eager: bool) -> Vec<String> {
-    let list = match d {
-        Device::Gpu(_) if !eager => DEFAULT_GPU_PARAMS.replace(",dispatch_overhead_us", ""),
-        Device::Gpu(_) if whole_networks => DEFAULT_GPU_PARAMS.to_string(),
+/// row depends on them). Per-op-class parameters only on per-kernel rows: the
+/// per-class floors (`GPU_CLASS_DISPATCH_PARAMS`) when eager, and
+/// `vector_dram_efficiency` when some row is a VectorOp. Whole-network rows fit
+/// neither, because a class that every network runs in the same proportion
+/// (NAS-Bench-201's one classifier GEMM) is confounded with a per-network constant
+/// and would absorb it.
+pub fn default_params(d: &Device, rows: RowKinds) -> Vec<String> {
+    let mut list = match d {
+        Device::Gpu(_) if !rows.eager => DEFAULT_GPU_PARAMS.replace(",dispatch_overhead_us", ""),
+        Device::Gpu(_) if rows.whole_networks => DEFAULT_GPU_PARAMS.to_string(),
         Device::Gpu(_) => format!("{DEFAULT_GPU_PARAMS},{GPU_CLASS_DISPATCH_PARAMS}"),
         Device::Asic(..) => DEFAULT_ASIC_PARAMS.to_string(),
         Device::Fpga(f) => fpga::default_params(f),
     };
+    if matches!(d, Device::Gpu(_)) && rows.vector_ops && !rows.whole_networks {
+        list += ",vector_dram_efficiency";
+    }
     list.split(',').map(String::from).collect()
 }
 

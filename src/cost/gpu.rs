@@ -384,7 +384,7 @@ pub fn vector(g: &Gpu, v: &VectorOp) -> (f64, f64, bool) {
         return (compute_s, 0.0, true);
     }
     let bytes = (v.bytes_read + v.bytes_written) as f64;
-    let memory_s = bytes / (g.device.dram_gb_s * 1e9 * g.model.dram_efficiency);
+    let memory_s = bytes / (g.device.dram_gb_s * 1e9 * g.vector_dram_efficiency());
     (
         compute_s.max(memory_s) + g.device.launch_overhead_us * 1e-6,
         bytes,
