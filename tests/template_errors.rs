@@ -258,6 +258,7 @@ fn gpu_fields_are_range_checked_and_energy_is_broken_down() {
         ("model.tensor_conv_tiles", "[]"),
         ("model.vector_dram_efficiency", "1.5"),
         ("model.tensor_conv_tiles", "[[128, 0, 32]]"),
+        ("model.cta_tiles", "[[4294967295, 4294967295, 4294967295]]"),
     ] {
         let err = coex::arch::load_accelerator(&path, &[(key.to_string(), value.to_string())])
             .unwrap_err()

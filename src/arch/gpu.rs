@@ -320,6 +320,9 @@ impl Gpu {
     }
 }
 
+/// The largest CTA tile dimension a GPU file may give.
+pub const MAX_TILE_DIM: u32 = 4096;
+
 pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Result<Gpu, ArchError> {
     let parse_err = |message: String| ArchError::Parse {
         path: path.to_path_buf(),
@@ -473,10 +476,13 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
         ("model.tensor_conv_tiles", m.tensor_conv_tiles.as_ref()),
     ];
     for (key, tiles) in tile_sets {
-        if tiles.is_some_and(|t| t.is_empty() || t.iter().any(|t| t.contains(&0))) {
+        // Library tiles are at most a few hundred wide (CUTLASS, cuBLAS: ≤ 256); the
+        // cap keeps tile products far from u64 overflow.
+        let bad = |t: &[u32; 3]| t.iter().any(|&d| d == 0 || d > MAX_TILE_DIM);
+        if tiles.is_some_and(|t| t.is_empty() || t.iter().any(bad)) {
             return Err(key_err(
                 key,
-                "give at least one [tile_m, tile_n, tile_k], all ≥ 1".into(),
+                format!("give at least one [tile_m, tile_n, tile_k], each 1 to {MAX_TILE_DIM}"),
             ));
         }
     }

@@ -521,14 +521,18 @@ fn with_params(g: &Device, params: &[Param], x: &[f64]) -> Device {
     h
 }
 
-/// Whether `d` puts a latency row on the eager host floor: its eager prediction
-/// exceeds the kernels' own time (the same row under CUDA graphs). Other metrics,
-/// graph-mode rows and non-GPU devices: `false`.
+/// Whether `d` puts a one-op latency row on the eager host floor: its eager
+/// prediction exceeds the kernels' own time (the same row under CUDA graphs). Whole
+/// networks (whose floors add up per op, so their order still follows the op
+/// count), other metrics, graph-mode rows and non-GPU devices: `false`.
 pub fn host_bound(d: &Device, p: &Prepared) -> Result<bool, cost::CostError> {
     let Device::Gpu(g) = d else {
         return Ok(false);
     };
-    if p.m.metric != Metric::LatencyUs || p.m.mode.unwrap_or(g.model.mode) != Mode::Eager {
+    if !matches!(p.m.target, Target::Op(_))
+        || p.m.metric != Metric::LatencyUs
+        || p.m.mode.unwrap_or(g.model.mode) != Mode::Eager
+    {
         return Ok(false);
     }
     Ok(predict(d, p)? > predict_in(d, p, Some(Mode::Graph))? * (1.0 + 1e-9))
