@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
     let kinds = RowKinds {
         whole_networks: false,
         eager: true,
-        vector_ops: true,
+        classes: [true; 4],
     };
     let params =
         calibrate::resolve_params(&calibrate::default_params(&device, kinds), &device).unwrap();

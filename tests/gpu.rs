@@ -301,3 +301,39 @@ fn v100_fp16_c1_convs_run_padded_to_eight_channels() {
         assert!((1.0 / 1.5..=1.5).contains(&ratio), "{spec}: {ratio}");
     }
 }
+
+/// The channel padding and the tiled-only rule are dense-conv rules: a grouped conv
+/// with 2 channels per group once cost 5× the dense conv it splits (padded to 8
+/// channels and 64 filters per group). Oracle: a grouped conv does 1/groups of the
+/// dense conv's MACs, so it must not cost more than the dense conv; and a conv1d is
+/// the conv2d with H = 1, so the two must cost the same.
+#[test]
+fn grouped_convs_never_cost_more_than_dense_and_conv1d_matches_conv2d() {
+    for file in ["v100.toml", "h200.toml", "a100.toml", "t4.toml"] {
+        let g = Accelerator::Gpu(gpu(file, &[]));
+        let us = |spec: &str| {
+            let graph = single_op_graph(spec).unwrap();
+            evaluate(&graph, &g, &NetworkOptions::default(), None)
+                .unwrap()
+                .total
+                .latency_s
+                * 1e6
+        };
+        let dense = us("conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 pad=1 dtype=fp16");
+        for groups in [2, 4, 8, 16, 32, 64] {
+            let grouped = us(&format!(
+                "conv2d n=1 c=64 h=56 w=56 k=64 r=3 s=3 pad=1 groups={groups} dtype=fp16"
+            ));
+            assert!(
+                grouped <= dense * 1.0001,
+                "{file} groups={groups}: {grouped} vs {dense}"
+            );
+        }
+        let one = us("conv1d n=8 c=64 l=4096 k=3 kernel=3 dtype=fp16");
+        let two = us("conv2d n=8 c=64 h=1 w=4096 k=3 r=1 s=3 dtype=fp16");
+        assert!(
+            (one / two - 1.0).abs() < 1e-9,
+            "{file}: conv1d {one} vs conv2d {two}"
+        );
+    }
+}

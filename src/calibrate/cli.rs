@@ -41,13 +41,15 @@ pub struct CalibrateArgs {
     /// NAS-Bench-201 networks calibrate the template for the other 15,425).
     #[arg(long, conflicts_with = "folds")]
     pub train: Option<usize>,
-    /// Parameters to fit, comma-separated (default: GPU tensor_efficiency,
-    /// unaligned_tensor_efficiency, unaligned_conv_efficiency, conv_efficiency,
-    /// cuda_efficiency, dram_efficiency, l2_efficiency, launch_overhead_us,
-    /// dispatch_overhead_us, and on per-kernel rows the per-class floors
-    /// gemm_/conv_/attention_/vector_dispatch_overhead_us and, where some row is a
-    /// VectorOp, vector_dram_efficiency; ASIC array.efficiency,
-    /// accelerator.static_power_mw, mac.energy_pj).
+    /// Parameters to fit, comma-separated. Default on a GPU: tensor_efficiency,
+    /// unaligned_tensor_efficiency, cuda_efficiency, dram_efficiency, l2_efficiency,
+    /// launch_overhead_us; conv_efficiency and unaligned_conv_efficiency if a row
+    /// runs a conv; dispatch_overhead_us if a row runs eager. On one-op rows, also
+    /// the floor of each op class the rows run (gemm_, conv_, attention_,
+    /// vector_dispatch_overhead_us, when eager) and vector_dram_efficiency if a row
+    /// is element-wise, softmax or a norm. ASIC: array.efficiency,
+    /// accelerator.static_power_mw, mac.energy_pj. FPGA: device.clock_mhz,
+    /// device.offchip_efficiency, device.static_power_w, the MAC energy.
     #[arg(long, value_delimiter = ',')]
     pub params: Vec<String>,
     /// What the fit minimizes: over ln(predicted/measured), ls (least squares,
@@ -83,6 +85,15 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
+/// A rank correlation, or `-` where it is undefined (fewer than two rows, or every
+/// prediction tied).
+fn tau(x: f64) -> String {
+    match x.is_finite() {
+        true => format!("{x:.3}"),
+        false => "-".into(),
+    }
+}
+
 /// A human-readable report.
 pub fn table(o: &Outcome) -> String {
     let mut s = String::new();
@@ -92,10 +103,10 @@ pub fn table(o: &Outcome) -> String {
         Split::Train(k) => format!("fitted on {k} random rows, held out: the rest"),
     };
     s += &format!(
-        "calibrate {} on {} ({} rows, {split}, seed {})\n\n",
+        "calibrate {} on {}\n{} rows, {split}, seed {}\n\n",
         o.accelerator, o.measurements, o.rows, o.seed
     );
-    s += "                 MAPE     median APE  max APE   RMSE(ln)  Kendall tau  Spearman rho\n";
+    s += "                 MAPE     median APE  max APE   RMSE(ln)  Kendall  Spearman\n";
     for (name, st) in [
         ("before train", &o.before.train),
         ("before held-out", &o.before.heldout),
@@ -103,13 +114,13 @@ pub fn table(o: &Outcome) -> String {
         ("after held-out", &o.after.heldout),
     ] {
         s += &format!(
-            "{name:<16} {:<8} {:<11} {:<9} {:<9.3} {:<12.3} {:.3}\n",
+            "{name:<16} {:<8} {:<11} {:<9} {:<9.3} {:<8} {}\n",
             pct(st.mape),
             pct(st.median_ape),
             pct(st.max_ape),
             st.rmse_log,
-            st.kendall_tau,
-            st.spearman_rho
+            tau(st.kendall_tau),
+            tau(st.spearman_rho)
         );
     }
     s += &format!(
@@ -119,34 +130,37 @@ pub fn table(o: &Outcome) -> String {
         pct(o.after.heldout_mape_90[0]),
         pct(o.after.heldout_mape_90[1])
     );
-    s += "held-out by group   rows  median APE before -> after  MAPE before -> after  tau after\n";
+    s += "held-out by group   rows  median APE before -> after  MAPE before -> after tau\n";
     for (g, r) in &o.groups {
         s += &format!(
-            "{g:<19} {:<5} {:>8} -> {:<15} {:>8} -> {:<10} {:.3}\n",
+            "{g:<19} {:<5} {:>8} -> {:<15} {:>8} -> {:<8} {}\n",
             r.after.n,
             pct(r.before.median_ape),
             pct(r.after.median_ape),
             pct(r.before.mape),
             pct(r.after.mape),
-            r.after.kendall_tau
+            tau(r.after.kendall_tau)
         );
     }
-    if o.groups.values().any(|r| r.kernel_bound.is_some()) {
-        s += "\nwithout the rows predicted on the eager host floor (`floor`: their time is\n\
-              the dispatch overhead, so the model cannot order them):\n\
+    if o.groups.values().any(|r| r.host_bound_rows > 0) {
+        s += "\nwithout the rows the calibrated template predicts on the eager host floor\n\
+              (`floor`: their time is the dispatch overhead, so it cannot order them):\n\
               kernel-bound        rows  floor  median APE before -> after  tau before -> after\n";
         for (g, r) in &o.groups {
-            if let Some(k) = &r.kernel_bound {
-                s += &format!(
-                    "{g:<19} {:<5} {:<6} {:>8} -> {:<15} {:.3} -> {:.3}\n",
-                    k.after.n,
-                    r.host_bound_rows,
+            let rows = r.after.n - r.host_bound_rows;
+            let (mb, ma, tb, ta) = match &r.kernel_bound {
+                Some(k) => (
                     pct(k.before.median_ape),
                     pct(k.after.median_ape),
-                    k.before.kendall_tau,
-                    k.after.kendall_tau
-                );
-            }
+                    tau(k.before.kendall_tau),
+                    tau(k.after.kendall_tau),
+                ),
+                None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            s += &format!(
+                "{g:<19} {rows:<5} {:<6} {mb:>8} -> {ma:<15} {tb} -> {ta}\n",
+                r.host_bound_rows
+            );
         }
     }
     let fit_on = match o.split {

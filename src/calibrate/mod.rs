@@ -641,6 +641,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
     let params = match named {
         Some(p) => p,
         None => {
+            let classes: Vec<OpClass> = rows.iter().flat_map(op_classes).collect();
             let kinds = RowKinds {
                 whole_networks: rows.iter().any(|r| !matches!(r.m.target, Target::Op(_))),
                 eager: match &g {
@@ -649,12 +650,13 @@ pub fn run(cfg: &Config) -> Result<Outcome, CalibrateError> {
                         .any(|r| r.m.mode.unwrap_or(gpu.model.mode) == Mode::Eager),
                     _ => false,
                 },
-                vector_ops: rows.iter().any(|r| {
-                    r.work
-                        .iter()
-                        .flat_map(|w| &w.kernels)
-                        .all(|k| matches!(k, lower::Kernel::Vector(_)))
-                }),
+                classes: [
+                    OpClass::Gemm,
+                    OpClass::Conv,
+                    OpClass::Attention,
+                    OpClass::Vector,
+                ]
+                .map(|c| classes.contains(&c)),
             };
             resolve_params(&default_params(&g, kinds), &g)?
         }
@@ -1038,34 +1040,77 @@ pub struct RowKinds {
     pub whole_networks: bool,
     /// Some GPU row runs in eager mode.
     pub eager: bool,
-    /// Some row is VectorOps only (element-wise, softmax, layernorm, ...).
-    pub vector_ops: bool,
+    /// Which op classes the rows run: GEMM, conv, attention, vector (in that order;
+    /// `arch::gpu::OpClass`).
+    pub classes: [bool; 4],
 }
 
-/// The parameters fitted when `--params` is not given, by template kind. On GPUs,
-/// the host dispatch floors only where some row runs in eager mode (no graph-mode
-/// row depends on them). Per-op-class parameters only on per-kernel rows: the
-/// per-class floors (`GPU_CLASS_DISPATCH_PARAMS`) when eager, and
-/// `vector_dram_efficiency` when some row is a VectorOp. Whole-network rows fit
-/// neither, because a class that every network runs in the same proportion
-/// (NAS-Bench-201's one classifier GEMM) is confounded with a per-network constant
-/// and would absorb it.
+/// The host-dispatch classes of the kernels a row runs (`cost::gpu::op_class`;
+/// attention nodes as one class, as the fused kernel runs them).
+fn op_classes(p: &Prepared) -> Vec<OpClass> {
+    p.work
+        .iter()
+        .flat_map(|w| {
+            if matches!(p.graph.node(w.node).op, workload::Op::Attention(_)) {
+                return vec![OpClass::Attention];
+            }
+            w.kernels
+                .iter()
+                .map(|k| match k {
+                    lower::Kernel::Einsum(e) => cost::gpu::op_class(e),
+                    lower::Kernel::Vector(_) => OpClass::Vector,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The parameters fitted when `--params` is not given, by template kind. On GPUs:
+/// the conv efficiencies only where some row runs a conv; the host dispatch floor
+/// only where some row runs in eager mode (no graph-mode row depends on it).
+/// Per-op-class parameters only on per-kernel rows, for the classes the rows run:
+/// the per-class floors (`GPU_CLASS_DISPATCH_PARAMS`) when eager, and
+/// `vector_dram_efficiency`. Whole-network rows fit neither, because a class that
+/// every network runs in the same proportion (NAS-Bench-201's one classifier GEMM) is
+/// confounded with a per-network constant and would absorb it.
 pub fn default_params(d: &Device, rows: RowKinds) -> Vec<String> {
-    let mut list = match d {
-        Device::Gpu(_) if !rows.eager => DEFAULT_GPU_PARAMS.replace(",dispatch_overhead_us", ""),
-        Device::Gpu(_) if rows.whole_networks => DEFAULT_GPU_PARAMS.to_string(),
-        Device::Gpu(_) => format!("{DEFAULT_GPU_PARAMS},{GPU_CLASS_DISPATCH_PARAMS}"),
-        Device::Asic(..) => DEFAULT_ASIC_PARAMS.to_string(),
-        Device::Fpga(f) => fpga::default_params(f),
+    let mut list: Vec<&str> = match d {
+        Device::Gpu(_) => DEFAULT_GPU_PARAMS.split(',').collect(),
+        Device::Asic(..) => DEFAULT_ASIC_PARAMS.split(',').collect(),
+        Device::Fpga(f) => {
+            return fpga::default_params(f)
+                .split(',')
+                .map(String::from)
+                .collect()
+        }
     };
-    if matches!(d, Device::Gpu(_)) && rows.vector_ops && !rows.whole_networks {
-        list += ",vector_dram_efficiency";
+    if matches!(d, Device::Gpu(_)) {
+        let [_, conv, _, vector] = rows.classes;
+        list.retain(|p| match *p {
+            "unaligned_conv_efficiency" | "conv_efficiency" => conv,
+            "dispatch_overhead_us" => rows.eager,
+            _ => true,
+        });
+        if !rows.whole_networks {
+            if rows.eager {
+                let floors = GPU_CLASS_DISPATCH_PARAMS.split(',');
+                list.extend(
+                    floors
+                        .zip(rows.classes)
+                        .filter(|(_, on)| *on)
+                        .map(|(p, _)| p),
+                );
+            }
+            if vector {
+                list.push("vector_dram_efficiency");
+            }
+        }
     }
-    list.split(',').map(String::from).collect()
+    list.into_iter().map(String::from).collect()
 }
 
-/// The per-class eager dispatch floors (`arch::gpu::OpClass`), fitted by default on
-/// per-kernel rows.
+/// The per-class eager dispatch floors, in `RowKinds::classes` order (GEMM, conv,
+/// attention, vector), fitted by default on per-kernel rows.
 pub const GPU_CLASS_DISPATCH_PARAMS: &str =
     "gemm_dispatch_overhead_us,conv_dispatch_overhead_us,attention_dispatch_overhead_us,vector_dispatch_overhead_us";
 

@@ -290,9 +290,32 @@ impl ConvShape {
     }
 }
 
-/// The conv shape of `e`, or `None` when `e` is not a 2-D convolution.
+/// The conv shape of `e`, or `None` when `e` is not a convolution. A 1-D conv
+/// (dims `N G K C P R`) is the 2-D conv with Q = S = 1.
 pub fn conv_shape(e: &Einsum) -> Option<ConvShape> {
     let names: Vec<&str> = e.dims.iter().map(|d| d.name).collect();
+    if names == ["N", "G", "K", "C", "P", "R"] && e.input.proj.len() == 3 {
+        let coef = |dim: usize| {
+            e.input.proj[2]
+                .terms
+                .iter()
+                .find(|t| t.0 == dim)
+                .map(|t| t.1)
+        };
+        let b = |i: usize| e.dims[i].bound as u64;
+        return Some(ConvShape {
+            n: b(0),
+            groups: b(1),
+            k: b(2),
+            c: b(3),
+            p: b(4),
+            q: 1,
+            r: b(5),
+            s: 1,
+            stride: [coef(4)?, 1],
+            dilation: [coef(5).unwrap_or(1), 1],
+        });
+    }
     if names != ["N", "G", "K", "C", "P", "Q", "R", "S"] || e.input.proj.len() != 4 {
         return None;
     }
@@ -451,8 +474,11 @@ pub fn fastest_algorithm(g: &Gpu, e: &Einsum) -> Result<(GemmEstimate, Algorithm
         None => Layout::dense(e.dtype, n, k),
     };
     let tensor = g.peak(e.dtype).map(|p| p.1) == Some(Pipe::Tensor);
+    // The padding and the ban on streaming are the dense-conv rules (cuDNN's
+    // tensor-op implicit GEMM); grouped convs keep their per-group shapes.
+    let dense = |cs: &ConvShape| cs.groups == 1;
     let (n_tiled, k_tiled) = match conv {
-        Some(cs) if !layout.aligned && !cs.is_depthwise() && tensor => channel_padded(e.dtype, &cs),
+        Some(cs) if !layout.aligned && dense(&cs) && tensor => channel_padded(e.dtype, &cs),
         _ => (n, k),
     };
     let mut best = gemm_laid_out(g, e.dtype, b, m, n_tiled, k_tiled, layout)
@@ -483,11 +509,12 @@ pub fn fastest_algorithm(g: &Gpu, e: &Einsum) -> Result<(GemmEstimate, Algorithm
             best = (w, Algorithm::Winograd(mm.0), mm.1);
         }
     }
-    // A conv with few filters on tensor cores runs as tiled implicit GEMM, however
-    // narrow (DeepBench's V100 fp16 K = 16 and 32 convs: IMPLICIT_PRECOMP_GEMM). On
-    // CUDA cores cuDNN has narrow-filter kernels that waste no tile, which the
-    // streaming estimate (no tile padding) stands for; depthwise convs stream.
-    let streams = conv.is_none_or(|cs| cs.is_depthwise() || !tensor);
+    // A dense conv with few filters on tensor cores runs as tiled implicit GEMM,
+    // however narrow (DeepBench's V100 fp16 K = 16 and 32 convs:
+    // IMPLICIT_PRECOMP_GEMM). On CUDA cores cuDNN has narrow-filter kernels that
+    // waste no tile, which the streaming estimate (no tile padding) stands for;
+    // depthwise and other grouped convs may stream.
+    let streams = conv.is_none_or(|cs| !dense(&cs) || !tensor);
     if let Some(st) = streaming(g, e.dtype, b, m, n, k, layout).filter(|_| streams) {
         if st.latency_s < best.0.latency_s {
             best = (st, Algorithm::Streaming, e.macs());
