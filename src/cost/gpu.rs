@@ -294,31 +294,6 @@ impl ConvShape {
 /// (dims `N G K C P R`) is the 2-D conv with Q = S = 1.
 pub fn conv_shape(e: &Einsum) -> Option<ConvShape> {
     let names: Vec<&str> = e.dims.iter().map(|d| d.name).collect();
-    if names == ["N", "G", "K", "C", "P", "R"] && e.input.proj.len() == 3 {
-        let coef = |dim: usize| {
-            e.input.proj[2]
-                .terms
-                .iter()
-                .find(|t| t.0 == dim)
-                .map(|t| t.1)
-        };
-        let b = |i: usize| e.dims[i].bound as u64;
-        return Some(ConvShape {
-            n: b(0),
-            groups: b(1),
-            k: b(2),
-            c: b(3),
-            p: b(4),
-            q: 1,
-            r: b(5),
-            s: 1,
-            stride: [coef(4)?, 1],
-            dilation: [coef(5).unwrap_or(1), 1],
-        });
-    }
-    if names != ["N", "G", "K", "C", "P", "Q", "R", "S"] || e.input.proj.len() != 4 {
-        return None;
-    }
     let coef = |axis: usize, dim: usize| {
         e.input.proj[axis]
             .terms
@@ -327,17 +302,25 @@ pub fn conv_shape(e: &Einsum) -> Option<ConvShape> {
             .map(|t| t.1)
     };
     let b = |i: usize| e.dims[i].bound as u64;
+    // The R dim's index, and Q, S, stride and dilation along W (a 1-D conv: Q = S = 1).
+    let (r_dim, q, s, w_stride, w_dilation) = match (&names[..], e.input.proj.len()) {
+        (["N", "G", "K", "C", "P", "R"], 3) => (5, 1, 1, 1, 1),
+        (["N", "G", "K", "C", "P", "Q", "R", "S"], 4) => {
+            (6, b(5), b(7), coef(3, 5)?, coef(3, 7).unwrap_or(1))
+        }
+        _ => return None,
+    };
     Some(ConvShape {
         n: b(0),
         groups: b(1),
         k: b(2),
         c: b(3),
         p: b(4),
-        q: b(5),
-        r: b(6),
-        s: b(7),
-        stride: [coef(2, 4)?, coef(3, 5)?],
-        dilation: [coef(2, 6).unwrap_or(1), coef(3, 7).unwrap_or(1)],
+        q,
+        r: b(r_dim),
+        s,
+        stride: [coef(2, 4)?, w_stride],
+        dilation: [coef(2, r_dim).unwrap_or(1), w_dilation],
     })
 }
 
