@@ -62,6 +62,17 @@ impl Target {
                         None => e.into(),
                     }
                 }
+                // A key the file lacks is typed only when the file is read: the
+                // reader's message names it.
+                coex::arch::ArchError::Parse { message, .. } => {
+                    let named = |k: &str| {
+                        message.contains(&format!("'{k}'")) || message.contains(&format!("`{k}`"))
+                    };
+                    match sets.iter().find(|(k, _)| named(k)) {
+                        Some((k, v)) => format!("--set {k}={v}: {e}").into(),
+                        None => e.into(),
+                    }
+                }
                 _ => e.into(),
             }
         })

@@ -257,6 +257,27 @@ fn set_errors_name_the_given_key() {
             "GLB",
         ],
     );
+    // A key the GPU file leaves to its default: typed only when the file is read.
+    let gpu_set = |set: &str| {
+        coex(&[
+            "eval",
+            "--op",
+            "add shape=64x64 dtype=fp16",
+            "-a",
+            "accelerators/gpu/h200.toml",
+            "--set",
+            set,
+        ])
+    };
+    assert_error(
+        &gpu_set("model.vector_dram_efficiency=abc"),
+        &["--set model.vector_dram_efficiency=abc", "h200.toml", "f64"],
+    );
+    // `NaN` and `Inf` (TOML spells them lower case) reach the range check.
+    assert_error(
+        &gpu_set("model.vector_dram_efficiency=NaN"),
+        &["--set model.vector_dram_efficiency=NaN", "(0, 1]"],
+    );
 }
 
 /// `coex inspect` on a workload file holding `text`.

@@ -246,6 +246,13 @@ pub fn as_size(v: &Value) -> Option<usize> {
 
 /// Parses a TOML value literal such as `[1, 2]`, `3`, `"relu"`, `true`.
 pub fn parse_literal(s: &str) -> Option<Value> {
+    // TOML spells the special floats in lower case only; `NaN` or `Inf` is meant
+    // as the same number (and then refused by range checks with a clear message).
+    let special = ["nan", "+nan", "-nan", "inf", "+inf", "-inf"];
+    let s = match special.iter().find(|w| s.trim().eq_ignore_ascii_case(w)) {
+        Some(w) => w,
+        None => s,
+    };
     let t: Table = toml::from_str(&format!("v = {s}")).ok()?;
     t.get("v").cloned()
 }
